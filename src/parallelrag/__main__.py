@@ -1,0 +1,5 @@
+"""``python -m parallelrag`` runs the CLI."""
+
+from .cli import run
+
+run()

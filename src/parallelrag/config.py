@@ -1,0 +1,76 @@
+"""Configuration helpers: masked secrets, timeouts, environment look-ups.
+
+Order of precedence everywhere: explicit arguments, then ``PARALLELRAG_*`` / provider env vars
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``ANTHROPIC_API_KEY``, ...), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import register_secret
+
+__all__ = ["Secret", "Timeouts", "env", "secret_from"]
+
+
+class Secret:
+    """Holds a credential. Its repr and str are masked; only :meth:`get` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def secret_from(explicit: str | Secret | None, *env_names: str) -> Secret | None:
+    """An explicit key, else the first env var set, else None."""
+    if isinstance(explicit, Secret):
+        return explicit
+    if explicit:
+        return Secret(explicit)
+    for name in env_names:
+        value = env(name)
+        if value:
+            return Secret(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-request timeouts in seconds (None = no limit)."""
+
+    connect: float | None = 10.0
+    read: float | None = 120.0
+    total: float | None = 600.0
+
+    @classmethod
+    def of(cls, value: Timeouts | float | None) -> Timeouts:
+        if isinstance(value, Timeouts):
+            return value
+        if value is None:
+            return cls()
+        return cls(connect=min(10.0, float(value)), read=float(value), total=float(value))

@@ -1,0 +1,1 @@
+"""Provider wire protocols: OpenAI-compatible (incl. Azure), Anthropic, and local models."""

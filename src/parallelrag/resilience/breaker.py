@@ -1,0 +1,131 @@
+"""Circuit breaker: stop sending to a provider that keeps failing, probe it after a cool-down.
+
+``closed`` → (``failure_threshold`` consecutive provider failures) → ``open``: every request is
+rejected at once with :class:`~parallelrag.errors.CircuitOpenError` → (``reset_timeout_s``
+later) → ``half_open``: exactly one probe request goes through, the others are rejected → the
+probe succeeds: ``closed``; it fails: ``open`` again for another cool-down.
+
+Only "provider unhealthy" failures count (the executor reports 5xx, timeouts and connection
+errors), not 4xx nor 429. A probe that ends neither way (cancelled, a 4xx, a 429) is reported
+with :meth:`on_neutral` and lets the next request probe; a probe that never reports back is
+considered lost after one more cool-down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from ..errors import CircuitOpenError, ConfigError
+
+__all__ = ["BreakerState", "CircuitBreaker"]
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    """Consecutive-failure circuit breaker for one provider key (see module doc)."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 20,
+        reset_timeout_s: float = 5.0,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ConfigError("failure_threshold must be >= 1")
+        if reset_timeout_s < 0:
+            raise ConfigError("reset_timeout_s must be >= 0")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout_s = reset_timeout_s
+        self.name = name
+        self._clock = clock
+        self._state: BreakerState = "closed"
+        self.consecutive_failures = 0
+        self._failures_when_opened = 0
+        self._opened_at = -math.inf
+        self._probe_started: float | None = None
+        self.opens = 0
+        self.rejections = 0
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state == "open" and self._clock() >= self._opened_at + self.reset_timeout_s:
+            return "half_open"
+        return self._state
+
+    def before_request(self) -> None:
+        """Return if a request may be sent now; raise CircuitOpenError if not."""
+        if self._state == "closed":
+            return
+        now = self._clock()
+        if self._state == "open":
+            reopens = self._opened_at + self.reset_timeout_s - now
+            if reopens > 0:
+                self.rejections += 1
+                raise CircuitOpenError(
+                    f"circuit open for {self.name or 'provider'} after "
+                    f"{self._failures_when_opened} consecutive failures; "
+                    f"retrying in {reopens:.1f} s",
+                    reopens_in_s=reopens,
+                )
+            self._state = "half_open"
+            self._probe_started = None
+        # half-open: one probe at a time (a probe silent for a whole cool-down is presumed lost)
+        p = self._probe_started
+        if p is None or now - p > max(self.reset_timeout_s, 1.0):
+            self._probe_started = now
+            return
+        self.rejections += 1
+        wait = max(0.0, self.reset_timeout_s - (now - p))
+        raise CircuitOpenError(
+            f"circuit open (half-open) for {self.name or 'provider'} after "
+            f"{self._failures_when_opened} consecutive failures: a probe request is in flight; "
+            f"retrying in {wait:.1f} s",
+            reopens_in_s=wait,
+        )
+
+    def on_success(self) -> None:
+        self.consecutive_failures = 0
+        if self._state != "closed":
+            self._state = "closed"
+            self._probe_started = None
+
+    def on_failure(self) -> None:
+        n = self.consecutive_failures + 1
+        self.consecutive_failures = n
+        st = self._state
+        if st == "half_open" or (st == "closed" and n >= self.failure_threshold):
+            self._open()
+
+    def on_neutral(self) -> None:
+        """A request ended without telling whether the provider is healthy (4xx, 429, cancel)."""
+        if self._state == "half_open":
+            self._probe_started = None
+
+    def _open(self) -> None:
+        self._state = "open"
+        self._opened_at = self._clock()
+        self._probe_started = None
+        self._failures_when_opened = self.consecutive_failures
+        self.opens += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        st = self.state
+        out: dict[str, Any] = {
+            "state": st,
+            "consecutive_failures": self.consecutive_failures,
+            "opens": self.opens,
+            "rejections": self.rejections,
+            "reopens_in_s": 0.0,
+        }
+        if st == "open":
+            out["reopens_in_s"] = max(0.0, self._opened_at + self.reset_timeout_s - self._clock())
+        return out
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(name={self.name!r}, state={self.state!r})"

@@ -1,0 +1,314 @@
+"""The executor: one logical provider call = breaker check, rate limit, concurrency slot, attempt,
+classification, backoff, retry.
+
+``Resilience`` bundles the pieces for one provider key (base URL, model); ``shared_resilience``
+hands every client in the process the same one, so limits hold across clients and threads. All
+state lives on the runtime's event loop; nothing here blocks.
+
+Per failed attempt:
+
+=====================================  ============  ===============  =====================
+error                                  limiter       breaker          retried
+=====================================  ============  ===============  =====================
+RateLimitError (429)                   overload      neutral          yes; pauses the key
+                                                                      for its Retry-After
+ServerError 503 / 529, timeouts        overload      failure          yes
+other ServerError (5xx), connection    error         failure          if status retryable
+ResponseError, 408 / 409               error         neutral          yes
+Authentication / BadRequest / 4xx      error         neutral          no
+=====================================  ============  ===============  =====================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import (
+    CircuitOpenError,
+    ParallelRagError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from .adaptive import AdaptiveLimiter, Outcome
+from .breaker import CircuitBreaker
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy, is_retryable
+from .stats import ProviderStats
+
+__all__ = ["Resilience", "ResilienceConfig", "reset_shared", "shared_resilience"]
+
+T = TypeVar("T")
+
+_OVERLOAD_STATUSES = frozenset({503, 529})
+
+
+@dataclass
+class ResilienceConfig:
+    """Limits and policies for one provider key. ``adaptive=False`` fixes the concurrency limit
+    at ``max_concurrency``; ``rpm`` / ``tpm`` of None are learned from response headers."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    max_concurrency: int = 256
+    min_concurrency: int = 1
+    initial_concurrency: int = 32
+    adaptive: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker_threshold: int = 20
+    breaker_reset_s: float = 5.0
+
+
+class Resilience:
+    """Retry policy, rate limiter, adaptive limiter, breaker and stats for one provider key."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ResilienceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        cfg = config if config is not None else ResilienceConfig()
+        self.name = name
+        self.config = cfg
+        self._clock = clock
+        self.policy: RetryPolicy = cfg.retry
+        self.rate_limiter = RateLimiter(cfg.rpm, cfg.tpm, clock=clock)
+        if cfg.adaptive:
+            self.limiter = AdaptiveLimiter(
+                cfg.initial_concurrency, cfg.min_concurrency, cfg.max_concurrency, clock=clock
+            )
+        else:
+            n = cfg.max_concurrency
+            self.limiter = AdaptiveLimiter(n, n, n, clock=clock)
+        self.breaker = CircuitBreaker(
+            cfg.breaker_threshold, cfg.breaker_reset_s, name=name, clock=clock
+        )
+        self.stats = ProviderStats(limiter=self.limiter)
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"Resilience({self.name!r}, limit={self.limiter.limit:.1f}, breaker={self.breaker.state})"
+
+    # ------------------------------------------------------------------ configuration
+    def reconfigure(self, config: ResilienceConfig) -> None:
+        """Apply every field of ``config`` that differs from the ResilienceConfig() default
+        (the rule :func:`shared_resilience` uses when a later client passes its own config)."""
+        default = ResilienceConfig()
+        changed = {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(default, f.name)
+        }
+        if not changed:
+            return
+        self.config = dataclasses.replace(self.config, **changed)
+        cfg = self.config
+        if "rpm" in changed or "tpm" in changed:
+            self.rate_limiter.set_limits(rpm=changed.get("rpm"), tpm=changed.get("tpm"))
+        if {"min_concurrency", "max_concurrency", "adaptive"} & changed.keys():
+            if cfg.adaptive:
+                self.limiter.set_bounds(
+                    min(cfg.min_concurrency, cfg.max_concurrency), cfg.max_concurrency
+                )
+            else:
+                self.limiter.set_bounds(cfg.max_concurrency, cfg.max_concurrency)
+        if "retry" in changed:
+            self.policy = cfg.retry
+        if "breaker_threshold" in changed:
+            self.breaker.failure_threshold = cfg.breaker_threshold
+        if "breaker_reset_s" in changed:
+            self.breaker.reset_timeout_s = cfg.breaker_reset_s
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stats": self.stats.snapshot(),
+            "rate_limiter": self.rate_limiter.snapshot(),
+            "limiter": self.limiter.snapshot(),
+            "breaker": self.breaker.snapshot(),
+        }
+
+    # ------------------------------------------------------------------ the hot path
+    async def execute(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        tokens: int = 0,
+        usage: Callable[[T], int | None] | None = None,
+        max_attempts: int | None = None,
+    ) -> T:
+        """Run ``attempt()`` under the breaker, rate limiter and concurrency limit, retrying
+        retryable failures with backoff until it succeeds, the attempts run out or the deadline
+        would be passed. ``tokens`` is the estimated token cost (for TPM); ``usage(result)`` may
+        return the provider's count, which corrects the estimate. Cancellation propagates at once.
+        """
+        policy = self.policy
+        n_max = max_attempts if max_attempts is not None else policy.max_attempts
+        stats = self.stats
+        lim = self.limiter
+        rl = self.rate_limiter
+        br = self.breaker
+        clock = self._clock
+        stats.calls += 1
+        deadline: float | None = None
+        n = 0
+        while True:
+            n += 1
+            try:
+                br.before_request()
+            except CircuitOpenError:
+                stats.circuit_rejections += 1
+                stats.failures += 1
+                raise
+            if not rl.try_acquire(tokens):
+                stats.rate_limit_wait_s += await rl.acquire(tokens)
+            ticket = lim._seq if lim._try_enter() else await lim._enter_slow()
+            started = clock()
+            if deadline is None and policy.deadline_s is not None:
+                deadline = started + policy.deadline_s
+            stats.requests += 1
+            if n > 1:
+                stats.retries += 1
+            inf = stats.in_flight + 1
+            stats.in_flight = inf
+            if inf > stats.max_in_flight:
+                stats.max_in_flight = inf
+            try:
+                result = await attempt()
+            except Exception as exc:
+                now = clock()
+                stats.in_flight -= 1
+                stats.errors += 1
+                outcome, retry = self._classify(exc)
+                lim._exit(outcome, started, ticket, now)
+                headers = getattr(exc, "headers", None)
+                if headers:
+                    rl.update_from_headers(headers)
+                if not retry:
+                    stats.failures += 1
+                    raise
+                retry_after = getattr(exc, "retry_after", None)
+                if not isinstance(retry_after, (int, float)):
+                    retry_after = None
+                if retry_after and isinstance(exc, RateLimitError):
+                    rl.pause(retry_after)
+                if n >= n_max:
+                    stats.failures += 1
+                    raise _gave_up(exc, n, "") from exc
+                delay = policy.backoff(n, retry_after, self._rng)
+                if deadline is not None and now + delay > deadline:
+                    stats.failures += 1
+                    raise _gave_up(
+                        exc, n, f"; another try would pass the {policy.deadline_s:g} s deadline"
+                    ) from exc
+                stats.retry_wait_s += delay
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:  # CancelledError, KeyboardInterrupt: release, no retry
+                stats.in_flight -= 1
+                lim._exit("cancelled", started, ticket, clock())
+                br.on_neutral()
+                raise
+            now = clock()
+            stats.in_flight -= 1
+            lim._exit("success", started, ticket, now)
+            br.on_success()
+            stats.observe_latency(now - started)
+            stats.successes += 1
+            used = usage(result) if usage is not None else None
+            if used is not None:
+                stats.tokens += used
+                rl.record_usage(tokens, used)
+            else:
+                stats.tokens += tokens
+            return result
+
+    def _classify(self, exc: Exception) -> tuple[Outcome, bool]:
+        """Update stats and breaker for a failed attempt; return (limiter outcome, retry?)."""
+        stats = self.stats
+        br = self.breaker
+        retry = is_retryable(exc, self.policy)
+        status = getattr(exc, "status_code", None) if isinstance(exc, ProviderError) else None
+        if isinstance(exc, RateLimitError) or status == 429:
+            stats.rate_limited += 1
+            stats.overloads += 1
+            br.on_neutral()
+            return "overload", retry
+        if isinstance(exc, ProviderTimeoutError):
+            stats.timeouts += 1
+            stats.overloads += 1
+            br.on_failure()
+            return "overload", retry
+        if isinstance(exc, ServerError) or (status is not None and status >= 500):
+            stats.server_errors += 1
+            br.on_failure()
+            if status in _OVERLOAD_STATUSES:
+                stats.overloads += 1
+                return "overload", retry
+            return "error", retry
+        if isinstance(exc, ProviderConnectionError):
+            br.on_failure()
+            return "error", retry
+        br.on_neutral()
+        return "error", retry
+
+
+def _gave_up(exc: Exception, attempts: int, why: str) -> Exception:
+    """A copy of ``exc`` (same class and attributes) whose message says that we gave up."""
+    if not isinstance(exc, ParallelRagError):
+        return exc
+    cls = type(exc)
+    new = cls.__new__(cls)
+    new.__dict__.update(exc.__dict__)
+    word = "attempt" if attempts == 1 else "attempts"
+    ParallelRagError.__init__(
+        new,
+        f"{exc.message} (gave up after {attempts} {word}{why})",
+        provider=exc.provider,
+        status_code=exc.status_code,
+        request_id=exc.request_id,
+    )
+    return new
+
+
+# --------------------------------------------------------------------------- the process registry
+_shared: dict[tuple[str, str], Resilience] = {}
+
+
+def shared_resilience(key: tuple[str, str], config: ResilienceConfig | None = None) -> Resilience:
+    """The process-wide Resilience for ``key = (base_url, model)``.
+
+    The first call creates it from ``config`` (or the defaults). A later call with a config
+    applies each field of it that differs from the ``ResilienceConfig()`` default (explicit
+    rpm / tpm, concurrency bounds, retry policy, breaker settings) to the existing object:
+    the last explicit setting wins, defaults never undo one.
+    """
+    r = _shared.get(key)
+    if r is None:
+        fresh = Resilience(f"{key[1]} at {key[0]}", config)
+        r = _shared.setdefault(key, fresh)  # atomic: racing threads end up with one object
+        if r is fresh:
+            return r
+    if config is not None:
+        r.reconfigure(config)
+    return r
+
+
+def reset_shared() -> None:
+    """Forget every shared Resilience (after fork, and between tests)."""
+    _shared.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=reset_shared)

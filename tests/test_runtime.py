@@ -1,0 +1,193 @@
+"""The runtime: run_sync from any context, GIL-free waiting, fork, misuse, clean exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from parallelrag import runtime
+from parallelrag.errors import RuntimeUsageError
+from parallelrag.sim import SimServer
+
+
+async def _work(x: int, delay: float = 0.01) -> tuple[int, int | None]:
+    await asyncio.sleep(delay)
+    return x * 2, threading.get_ident()
+
+
+def test_run_sync_from_64_threads() -> None:
+    results: dict[int, int] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(64)
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            value, _ = runtime.run_sync(_work(i, 0.05))
+            results[i] = value
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(64)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    assert not errors
+    assert results == {i: 2 * i for i in range(64)}
+    # all 64 waited concurrently on the one loop: far less than 64 × 50 ms
+    assert elapsed < 64 * 0.05 / 4
+
+
+def test_runs_on_the_runtime_thread() -> None:
+    _, ident = runtime.run_sync(_work(1))
+    assert ident == runtime.get_runtime().thread.ident
+    assert ident != threading.get_ident()
+
+
+def test_run_sync_inside_asyncio_run() -> None:
+    async def main() -> int:
+        # a sync call from inside the user's running loop must not raise "loop already running"
+        value, _ = runtime.run_sync(_work(21))
+        return value
+
+    assert asyncio.run(main()) == 42
+
+
+def test_run_sync_from_thread_started_inside_running_loop() -> None:
+    async def main() -> int:
+        out: list[int] = []
+
+        def in_thread() -> None:
+            out.append(runtime.run_sync(_work(5))[0])
+
+        t = threading.Thread(target=in_thread)
+        t.start()
+        await asyncio.get_running_loop().run_in_executor(None, t.join)
+        return out[0]
+
+    assert asyncio.run(main()) == 10
+
+
+def test_run_async_bridges_from_foreign_loop() -> None:
+    async def main() -> tuple[int, int | None]:
+        return await runtime.run_async(_work(4))
+
+    value, ident = asyncio.run(main())
+    assert value == 8
+    assert ident == runtime.get_runtime().thread.ident
+
+
+def test_blocking_call_on_runtime_thread_raises_clear_error() -> None:
+    async def misuse() -> None:
+        runtime.run_sync(_work(1), alternative="await client.aembed(...)")
+
+    with pytest.raises(RuntimeUsageError) as info:
+        runtime.run_sync(misuse(), timeout=5)
+    assert "await client.aembed(...)" in str(info.value)
+    assert "deadlock" in str(info.value)
+
+
+def test_to_thread_runs_off_the_loop() -> None:
+    loop_ident = runtime.get_runtime().thread.ident
+
+    async def main() -> int | None:
+        return await runtime.to_thread(threading.get_ident)
+
+    assert runtime.run_sync(main()) != loop_ident
+    assert asyncio.run(main()) != loop_ident
+
+
+def test_sync_call_from_to_thread_worker_works() -> None:
+    """A sync tool running in a worker thread may call any sync API (nested run_sync)."""
+
+    def sync_tool() -> int:
+        return runtime.run_sync(_work(3))[0]
+
+    async def main() -> int:
+        return await runtime.to_thread(sync_tool)
+
+    assert runtime.run_sync(main(), timeout=10) == 6
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fresh_runtime_after_fork() -> None:
+    parent_rt = runtime.get_runtime()
+    runtime.run_sync(_work(1))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(r)
+            value, ident = runtime.run_sync(_work(7), timeout=10)
+            rt = runtime.get_runtime()
+            ok = value == 14 and rt is not parent_rt and ident == rt.thread.ident
+            os.write(w, b"ok" if ok else b"bad")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    msg = os.read(r, 10)
+    os.close(r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert msg == b"ok"
+    assert runtime.get_runtime() is parent_rt
+
+
+def test_gil_released_while_8_threads_wait_on_sim(
+    make_sim: Callable[..., SimServer], ticker_ratio: Callable[..., tuple[float, Any]]
+) -> None:
+    from parallelrag import EmbeddingClient
+
+    srv = make_sim(latency=0.2)
+    emb = EmbeddingClient.openai("text-embedding-3-small", base_url=srv.url, api_key="sk-test",
+                                 dimensions=8)
+
+    def eight_threads() -> int:
+        done = []
+
+        def call(i: int) -> None:
+            for _ in range(3):
+                done.append(emb.embed(f"text {i}").shape[0])
+
+        ts = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return len(done)
+
+    ratio, calls = ticker_ratio(eight_threads)
+    print(f"ticker kept {ratio:.2f} of its idle rate while 8 threads waited on 200 ms calls")
+    assert calls == 24
+    assert ratio >= 0.5
+
+
+def test_clean_exit_no_warnings(sim: SimServer, tmp_path: Any) -> None:
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import warnings, sys\n"
+        "warnings.simplefilter('always')\n"
+        "from parallelrag import EmbeddingClient\n"
+        f"e = EmbeddingClient.openai('m', base_url={sim.url!r}, api_key='sk-x', dimensions=4)\n"
+        "print(e.embed_many(['a', 'b']).shape)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "dev", str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "(2, 4)" in proc.stdout
+    for bad in ("Task was destroyed", "Unclosed", "never awaited", "Traceback"):
+        assert bad not in proc.stderr, proc.stderr

@@ -250,3 +250,34 @@ async def test_settles_near_server_cap_of_12() -> None:
     assert 6 <= lim.limit <= 18, msg
     assert 10 <= mean_tail <= 13.5, msg
     assert state["rejected"] < 100, msg  # one small burst per congestion epoch, not a storm
+
+
+async def test_slow_start_probes_on_time_while_responses_are_slow() -> None:
+    lim = AdaptiveLimiter(initial=4, max_limit=64, probe_s=0.01)
+
+    async def slow_request() -> None:
+        async with lim.slot():
+            await asyncio.sleep(0.4)
+
+    tasks = [asyncio.create_task(slow_request()) for _ in range(64)]
+    await asyncio.sleep(0.15)  # no response yet, no overload: 4 → 8 → 16 → 32 → 64 on time
+    assert lim.in_flight == 64, lim.snapshot()
+    await asyncio.gather(*tasks)
+
+
+async def test_no_time_probe_after_an_overload() -> None:
+    lim = AdaptiveLimiter(initial=4, max_limit=64, probe_s=0.01)
+    async with lim.slot() as s:
+        s.outcome = "overload"
+    assert lim.limit == 2.0
+
+    async def slow_request() -> None:
+        async with lim.slot():
+            await asyncio.sleep(0.2)
+
+    tasks = [asyncio.create_task(slow_request()) for _ in range(16)]
+    await asyncio.sleep(0.1)
+    assert lim.in_flight == 2  # congestion avoidance: growth only from completed requests
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

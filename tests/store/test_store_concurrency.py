@@ -42,8 +42,11 @@ def check_consistent(hits: list[Hit], complete: bool) -> None:
             assert sorted(h.index for h in hs) == list(range(n_for(v))), f"{source} v{v} is partial"
 
 
-def test_threads_never_see_half_written_documents(tmp_path: Path) -> None:
-    store = EmbeddedStore.open(tmp_path / "i", dimension=DIM, model_id="m")
+@pytest.mark.parametrize("ann_threshold", [None, 20], ids=["exact", "hnsw"])
+def test_threads_never_see_half_written_documents(tmp_path: Path, ann_threshold: int | None) -> None:
+    store = EmbeddedStore.open(tmp_path / "i", dimension=DIM, model_id="m", ann_threshold=ann_threshold)
+    if ann_threshold is not None:
+        assert store.index_kind == "usearch-hnsw" or len(store._index) < ann_threshold
     store.replace_documents([version_item(d, 0) for d in range(N_DOCS)])
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -80,6 +83,8 @@ def test_threads_never_see_half_written_documents(tmp_path: Path) -> None:
             errors.append(e)
             stop.set()
 
+    if ann_threshold is not None:
+        assert store.index_kind == "usearch-hnsw"
     threads = [threading.Thread(target=writer)] + [
         threading.Thread(target=reader, args=(kind,)) for kind in ("keyword", "vector", "hybrid", "vector")
     ]

@@ -107,7 +107,8 @@ def _load_minilm() -> LocalModel:
         end = enc.offsets[keep - 1][1] if keep > 0 else 0
         return text[:end]
 
-    dim = int(model.get_sentence_embedding_dimension() or 384)
+    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = int(get_dim() or 384)
     return LocalModel(
         name="minilm",
         model_id="sentence-transformers/all-MiniLM-L6-v2",

@@ -3,6 +3,9 @@
 * **Slow start** — until the first overload, each success of a bottlenecked request adds
   ``increase`` (the limit doubles per round trip, as in TCP slow start); ``slow_start=False``
   turns this off.
+  While requests queue behind a full limit, slow start also probes on time: if no overload
+  came back for ``probe_s`` (429s and 503s are answered fast), the server is taking what it got
+  and the limit doubles without waiting for slow responses to complete.
 * **Increase** — after that, on a success of a request during whose life the limit was the bottleneck
   (some acquire saw ``in_flight >= 0.8 × limit``, or requests had to queue),
   ``limit += step / limit``: about
@@ -96,6 +99,7 @@ class AdaptiveLimiter:
         history_size: int = 2048,
         history_resolution_s: float = 0.01,
         slow_start: bool = True,
+        probe_s: float | None = 0.025,
     ) -> None:
         if min_limit < 1 or max_limit < min_limit:
             raise ConfigError(f"need 1 <= min_limit <= max_limit, got {min_limit}, {max_limit}")
@@ -107,6 +111,8 @@ class AdaptiveLimiter:
         self.max_limit = max_limit
         self.increase = float(increase)
         self.slow_start = slow_start
+        self.probe_s = probe_s
+        self._probe_handle: asyncio.TimerHandle | None = None
         self.decrease_factor = float(decrease_factor)
         self._clock = clock
         self.limit = float(min(max(initial, min_limit), max_limit))
@@ -206,8 +212,12 @@ class AdaptiveLimiter:
 
     async def _enter_slow(self) -> int:
         """Queue (FIFO) for a slot; return its ticket."""
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
         self._waiters.append(fut)
+        if (self.slow_start and self._w_max is None and self.probe_s
+                and self._probe_handle is None and self.limit < self.max_limit):
+            self._probe_handle = loop.call_later(self.probe_s, self._probe, self.overloads)
         self._sat_seq = self._seq  # everyone in flight now sees the limit as the bottleneck
         try:
             return await fut
@@ -216,6 +226,24 @@ class AdaptiveLimiter:
                 self.in_flight -= 1
             self._wake()
             raise
+
+    def _probe(self, overloads_before: int) -> None:
+        """Slow start without waiting for completions: requests are queued, the limit is full,
+        and no overload (429/503/timeout, which come back fast) arrived for ``probe_s`` — so the
+        server is taking everything it got. Double the limit and look again."""
+        self._probe_handle = None
+        if not (self.slow_start and self._w_max is None) or self.overloads != overloads_before:
+            return
+        if not self._waiters or self.in_flight < self._cap:
+            return
+        new = min(float(self.max_limit), self.limit * 2.0)
+        if new != self.limit:
+            self.increases += 1
+            self._set_limit(new, self._clock(), cut=False)
+            self._wake()
+        if self._waiters and self.limit < self.max_limit and self.probe_s:
+            loop = asyncio.get_running_loop()
+            self._probe_handle = loop.call_later(self.probe_s, self._probe, self.overloads)
 
     def _wake(self) -> None:
         q = self._waiters

@@ -1,10 +1,12 @@
 """Client-side rate limiting: token buckets for requests/min and tokens/min.
 
 Each bucket refills continuously at ``limit / 60`` per second and holds at most
-``capacity = max(1, limit * burst_s / 60)`` — by default one second's worth of budget. Servers
-(OpenAI, Anthropic, our sim) enforce per-minute limits on shorter windows too, so a full minute's
-burst would be answered with 429s; one second keeps the start smooth and costs nothing in
-sustained throughput.
+``capacity = max(1, limit * burst_s / 60)``. For limits configured explicitly that is by default
+one second's worth of budget: servers may enforce per-minute limits on shorter windows, so a full
+minute's burst could be answered with 429s; one second keeps the start smooth and costs nothing in
+sustained throughput. Limits *learned* from the server's headers use ``learned_burst_s`` (default
+the whole minute), because the same headers carry the server's ``remaining`` count, which clamps
+the bucket: the client may spend exactly what the server says is left.
 
 Waiters are served strictly first-in first-out: only the head of the queue waits on the clock, so
 a large request is never starved by a stream of small ones. A request that needs more tokens than
@@ -107,11 +109,13 @@ class RateLimiter:
         *,
         clock: Clock = time.monotonic,
         burst_s: float = 1.0,
+        learned_burst_s: float = 60.0,
     ) -> None:
-        if burst_s <= 0:
+        if burst_s <= 0 or learned_burst_s <= 0:
             raise ConfigError("burst_s must be > 0")
         self._clock = clock
         self._burst_s = burst_s
+        self._learned_burst_s = learned_burst_s
         now = clock()
         self._explicit_rpm = _positive(rpm, "rpm")
         self._explicit_tpm = _positive(tpm, "tpm")
@@ -148,12 +152,14 @@ class RateLimiter:
             self._explicit_tpm = _positive(tpm, "tpm")
             self._tok = self._set(self._tok, tpm, now)
 
-    def _set(self, bucket: _Bucket | None, limit: float, now: float) -> _Bucket:
+    def _set(self, bucket: _Bucket | None, limit: float, now: float,
+             burst_s: float | None = None) -> _Bucket:
+        burst = self._burst_s if burst_s is None else burst_s
         if bucket is None:
-            return _Bucket(limit, self._burst_s, now)
+            return _Bucket(limit, burst, now)
         if bucket.limit != limit:
             bucket.refill(now)
-            bucket.set_limit(limit, self._burst_s)
+            bucket.set_limit(limit, burst)
         return bucket
 
     # ------------------------------------------------------------------ acquiring
@@ -293,7 +299,10 @@ class RateLimiter:
             explicit = self._explicit_tpm if tokens else self._explicit_rpm
             eff = limit if explicit is None else min(explicit, limit)
             if bucket is None or bucket.limit != eff:
-                bucket = self._set(bucket, eff, now)
+                # a limit the server announces comes with its 'remaining' count, which clamps
+                # the bucket below: the whole window's budget can be used, as the server allows
+                burst = self._learned_burst_s if explicit is None else self._burst_s
+                bucket = self._set(bucket, eff, now, burst)
                 if tokens:
                     self._tok = bucket
                 else:

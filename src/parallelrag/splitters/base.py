@@ -248,17 +248,22 @@ def greedy_spans(
     chunk_size: int,
     measure: Measure,
     overlap: Callable[[int, int, int], int] | None = None,
-    fences: Sequence[tuple[int, int]] = (),
+    fences: Sequence[tuple[int, int]] | tuple[Sequence[int], Sequence[int]] = (),
 ) -> list[tuple[int, int]]:
     """Greedy chunking of ``text[lo:hi]``; returns stripped, non-empty ``(start, end)`` spans.
 
     ``levels`` are tried in order for each cut; the last one should be :class:`HardLevel`.
     ``overlap(a, x, level)`` gives where the next chunk starts after a chunk ``[a, x)`` cut at
     ``levels[level]`` (a value ``<= a`` or ``>= x`` means no overlap). ``fences`` are sorted,
-    disjoint ranges no cut may fall strictly inside.
+    disjoint ranges no cut may fall strictly inside (or a tuple ``(starts, ends)`` of two lists).
     """
-    fstarts = [f[0] for f in fences]
-    fends = [f[1] for f in fences]
+    fstarts: Sequence[int]
+    fends: Sequence[int]
+    if len(fences) == 2 and isinstance(fences, tuple) and isinstance(fences[0], list):
+        fstarts, fends = fences  # already split into (starts, ends): no per-call copy
+    else:
+        fstarts = [f[0] for f in fences]
+        fends = [f[1] for f in fences]
 
     def cut(level: Level, floor: int, e: int) -> int:
         h = e
@@ -313,14 +318,15 @@ def greedy_spans(
         res: tuple[int, int, int] | None = None
         if s < floor:
             res = attempt(s, floor)
-            m2 = _NONSPACE.search(text, floor, hi)
-            if m2 is None:
-                res = None  # nothing new after floor
-                break
-            s2 = m2.start()
-            alt = attempt(s2, s2)
-            if res is None or res[2] <= prev_b or (alt is not None and alt[1] < res[1]):
-                res, s = alt, s2
+            if res is None or res[2] <= prev_b or res[1] > 0:
+                # the overlapping start may cost a better cut: compare with no overlap
+                m2 = _NONSPACE.search(text, floor, hi)
+                if m2 is None:
+                    break  # nothing new after floor
+                s2 = m2.start()
+                alt = attempt(s2, s2)
+                if res is None or res[2] <= prev_b or (alt is not None and alt[1] < res[1]):
+                    res, s = alt, s2
         else:
             res = attempt(s, s)
         assert res is not None

@@ -100,6 +100,8 @@ class TokenSplitter(Splitter):
                 a = m.start()
                 end = a + len(text[a:b].rstrip())
                 if not spans or end > spans[-1][1]:  # skip a window that adds only whitespace
+                    if spans and a <= spans[-1][0]:
+                        spans.pop()  # the new window contains the previous chunk entirely
                     spans.append((a, end, None))
             if j >= t:
                 break

@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,16 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
+        self.waiting_readers = 0
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
+            if self._writer or self._waiting_writers:
+                self.waiting_readers += 1
+                while self._writer or self._waiting_writers:
+                    self._cond.wait()
+                self.waiting_readers -= 1
             self._readers += 1
         try:
             yield
@@ -160,6 +165,8 @@ class VectorIndex:
         self._wake = threading.Condition(threading.Lock())
         self._folder: threading.Thread | None = None
         self._folding = False
+        self._mutators_waiting = 0
+        self._count_lock = threading.Lock()
         self._closing = False
         self.fold_error: BaseException | None = None
 
@@ -210,7 +217,11 @@ class VectorIndex:
         self, ids: I64, vectors: F32, deleted: I64, *, max_id: int, del_seq: int
     ) -> None:
         """Apply a delta read from the database: new rows (ids > every id held) and deleted ids."""
+        with self._count_lock:
+            self._mutators_waiting += 1
         with self.mutate_lock:
+            with self._count_lock:
+                self._mutators_waiting -= 1
             if len(ids):
                 ids = np.ascontiguousarray(ids, dtype=np.int64)
                 last = int(self._ids[self._n - 1]) if self._n else -1
@@ -337,7 +348,12 @@ class VectorIndex:
     def _fold_loop(self) -> None:
         try:
             while True:
+                t0 = time.perf_counter()
                 if self.fold_step():
+                    # fairness: Python locks are not FIFO, so yield to waiting searches and
+                    # writers (at most half of the time) instead of re-grabbing the locks at once
+                    if self._rw.waiting_readers or self._mutators_waiting:
+                        time.sleep(min(0.05, time.perf_counter() - t0))
                     continue
                 with self._wake:
                     if not self._closing and self.pending:
@@ -352,8 +368,6 @@ class VectorIndex:
 
     def wait_for_index(self, timeout: float | None = None) -> bool:
         """Block until every row is in the HNSW graph (True) or ``timeout`` passes (False)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.pending:
             if self.fold_error is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,7 +34,7 @@ from .errors import (
 from .providers.local import LOCAL_MODELS, LocalModel, batcher_for, load_local_model
 from .providers.openai import OpenAICompat, sanitize_text
 from .providers.tokens import estimate_tokens
-from .resilience import ResilienceConfig, RetryPolicy
+from .resilience import config_from_limits
 from .runtime import get_runtime, run_async, run_sync
 
 __all__ = ["BatchResult", "BatchStats", "EmbeddingClient"]
@@ -229,27 +229,6 @@ class _LocalBackend(_Backend):
         return {"model_calls": b.model_calls, "texts_encoded": b.texts_encoded}
 
 
-def _resilience_config(limits: dict[str, Any]) -> ResilienceConfig | None:
-    if not limits:
-        return None
-    names = {f.name for f in fields(ResilienceConfig)}
-    retry_names = {f.name for f in fields(RetryPolicy)}
-    cfg_kw: dict[str, Any] = {}
-    retry_kw: dict[str, Any] = {}
-    for key, value in limits.items():
-        if key == "max_retries":
-            retry_kw["max_attempts"] = int(value) + 1
-        elif key in retry_names:
-            retry_kw[key] = value
-        elif key in names:
-            cfg_kw[key] = value
-        else:
-            raise ConfigError(f"unknown option {key!r}")
-    if retry_kw:
-        cfg_kw["retry"] = RetryPolicy(**retry_kw)
-    return ResilienceConfig(**cfg_kw)
-
-
 # --------------------------------------------------------------------------- the client
 class EmbeddingClient:
     """Embeddings from a remote OpenAI-compatible provider or a local model; see module doc."""
@@ -298,7 +277,7 @@ class EmbeddingClient:
         """
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
-            resilience=_resilience_config(limits), headers=headers,
+            resilience=config_from_limits(limits), headers=headers,
         )
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens)
@@ -325,7 +304,7 @@ class EmbeddingClient:
         api = OpenAICompat(
             model=deployment, azure_endpoint=endpoint, azure_deployment=deployment,
             api_key=api_key, api_version=api_version, timeouts=timeout,
-            resilience=_resilience_config(limits),
+            resilience=config_from_limits(limits),
         )
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens)

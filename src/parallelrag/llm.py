@@ -32,7 +32,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,7 +60,7 @@ from .providers.chat_openai import (
 from .providers.http import translate_exception
 from .providers.openai import OpenAICompat, sanitize_text
 from .providers.tokens import estimate_tokens
-from .resilience import ResilienceConfig, RetryPolicy
+from .resilience import config_from_limits
 from .runtime import get_runtime, on_runtime_thread, run_async, run_sync
 from .tools import as_tool
 
@@ -182,28 +182,6 @@ def _json_text(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-def _resilience_config(limits: dict[str, Any]) -> ResilienceConfig | None:
-    """``rpm=..., max_retries=...`` keyword options → ResilienceConfig (as EmbeddingClient)."""
-    if not limits:
-        return None
-    names = {f.name for f in fields(ResilienceConfig)}
-    retry_names = {f.name for f in fields(RetryPolicy)}
-    cfg_kw: dict[str, Any] = {}
-    retry_kw: dict[str, Any] = {}
-    for key, value in limits.items():
-        if key == "max_retries":
-            retry_kw["max_attempts"] = int(value) + 1
-        elif key in retry_names:
-            retry_kw[key] = value
-        elif key in names:
-            cfg_kw[key] = value
-        else:
-            raise ConfigError(f"unknown option {key!r}")
-    if retry_kw:
-        cfg_kw["retry"] = RetryPolicy(**retry_kw)
-    return ResilienceConfig(**cfg_kw)
-
-
 _SCHEMA_NAME_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -393,7 +371,7 @@ class LlmClient:
         initial_concurrency, adaptive, max_retries / max_attempts, breaker_threshold, ..."""
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
-            resilience=_resilience_config(limits), headers=headers,
+            resilience=config_from_limits(limits), headers=headers,
         )
         return cls(OpenAIChat(api))
 
@@ -415,7 +393,7 @@ class LlmClient:
         api = OpenAICompat(
             model=deployment, azure_endpoint=endpoint, azure_deployment=deployment,
             api_key=api_key, api_version=api_version, timeouts=timeout,
-            resilience=_resilience_config(limits), headers=headers,
+            resilience=config_from_limits(limits), headers=headers,
         )
         return cls(OpenAIChat(api))
 
@@ -434,7 +412,7 @@ class LlmClient:
         https://api.anthropic.com)."""
         api = AnthropicCompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
-            resilience=_resilience_config(limits), headers=headers,
+            resilience=config_from_limits(limits), headers=headers,
         )
         return cls(AnthropicChat(api))
 

@@ -75,7 +75,8 @@ def test_threads_never_see_half_written_documents(tmp_path: Path, ann_threshold:
                     check_consistent(hits, complete=True)
                     assert len({h.source for h in hits}) == N_DOCS
                 elif kind == "vector":
-                    check_consistent(store.search_vector(q, k=1000), complete=True)
+                    check_consistent(store.search_vector(q, k=1000), complete=True)  # exact pass
+                    check_consistent(store.search_vector(q, k=5), complete=False)  # graph when hnsw
                 else:
                     check_consistent(store.search_hybrid("common", q, k=1000, candidates=1000), complete=False)
                 searches[0] += 1

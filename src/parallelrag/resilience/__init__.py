@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from .adaptive import AdaptiveLimiter, Outcome, Slot
 from .breaker import BreakerState, CircuitBreaker
-from .executor import Resilience, ResilienceConfig, reset_shared, shared_resilience
+from .executor import (
+    Resilience,
+    ResilienceConfig,
+    config_from_limits,
+    reset_shared,
+    shared_resilience,
+)
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy, is_retryable, parse_duration, parse_retry_after
 from .stats import ProviderStats, diff_counters
@@ -25,6 +31,7 @@ __all__ = [
     "ResilienceConfig",
     "RetryPolicy",
     "Slot",
+    "config_from_limits",
     "diff_counters",
     "is_retryable",
     "parse_duration",

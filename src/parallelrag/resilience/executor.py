@@ -26,12 +26,13 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import (
     CircuitOpenError,
+    ConfigError,
     ParallelRagError,
     ProviderConnectionError,
     ProviderError,
@@ -312,3 +313,30 @@ def reset_shared() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=reset_shared)
+
+
+def config_from_limits(limits: Mapping[str, Any]) -> ResilienceConfig | None:
+    """Client keyword options (``rpm=``, ``tpm=``, ``max_concurrency=``, ``max_retries=``,
+    ``base_delay_s=``, ...) → a :class:`ResilienceConfig`; None when there are none.
+
+    ``max_retries=N`` means N retries (``max_attempts = N + 1``); RetryPolicy fields are accepted
+    by name; anything else is a :class:`ConfigError`.
+    """
+    if not limits:
+        return None
+    names = {f.name for f in dataclasses.fields(ResilienceConfig)}
+    retry_names = {f.name for f in dataclasses.fields(RetryPolicy)}
+    cfg_kw: dict[str, Any] = {}
+    retry_kw: dict[str, Any] = {}
+    for key, value in limits.items():
+        if key == "max_retries":
+            retry_kw["max_attempts"] = int(value) + 1
+        elif key in retry_names:
+            retry_kw[key] = value
+        elif key in names:
+            cfg_kw[key] = value
+        else:
+            raise ConfigError(f"unknown option {key!r}")
+    if retry_kw:
+        cfg_kw["retry"] = RetryPolicy(**retry_kw)
+    return ResilienceConfig(**cfg_kw)

@@ -37,6 +37,11 @@ class TokenSplitter(Splitter):
     whitespace. Chunk sizes count tokens of that whole-text encode. The one exception to
     ``<= chunk_size``: a single character that alone encodes to more than ``chunk_size`` tokens
     (byte-level BPE on an emoji with a tiny ``chunk_size``) becomes a one-character chunk.
+
+    Note: sizes are what the tokenizer says. The MiniLM word-piece tokenizer maps any word longer
+    than 100 characters to a single ``[UNK]`` token, so a long run without spaces or punctuation
+    (a 10 MB line of letters) is one token and one chunk. Use a character-measured splitter
+    (or ``RecursiveSplitter(length="minilm")``) where such input is possible.
     """
 
     def __init__(

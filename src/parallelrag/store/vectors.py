@@ -79,6 +79,9 @@ class RWLock:
         self._waiting_writers = 0
         self.waiting_readers = 0
 
+    def has_waiters(self) -> bool:
+        return bool(self.waiting_readers or self._waiting_writers)
+
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
@@ -146,7 +149,8 @@ class VectorIndex:
             "expansion_add": expansion_add,
             "expansion_search": expansion_search,
         }
-        self._threads = threads or (os.cpu_count() or 1)
+        # background maintenance leaves half the cores to ingestion and searches
+        self._threads = threads or max(1, (os.cpu_count() or 1) // 2)
         self.mutate_lock = threading.RLock()
         self._rw = RWLock()
         self._ids: I64 = np.zeros(0, dtype=np.int64)
@@ -165,8 +169,6 @@ class VectorIndex:
         self._wake = threading.Condition(threading.Lock())
         self._folder: threading.Thread | None = None
         self._folding = False
-        self._mutators_waiting = 0
-        self._count_lock = threading.Lock()
         self._closing = False
         self.fold_error: BaseException | None = None
 
@@ -217,11 +219,7 @@ class VectorIndex:
         self, ids: I64, vectors: F32, deleted: I64, *, max_id: int, del_seq: int
     ) -> None:
         """Apply a delta read from the database: new rows (ids > every id held) and deleted ids."""
-        with self._count_lock:
-            self._mutators_waiting += 1
         with self.mutate_lock:
-            with self._count_lock:
-                self._mutators_waiting -= 1
             if len(ids):
                 ids = np.ascontiguousarray(ids, dtype=np.int64)
                 last = int(self._ids[self._n - 1]) if self._n else -1
@@ -329,20 +327,23 @@ class VectorIndex:
             self._wake.notify_all()
 
     def fold_step(self) -> bool:
-        """Fold one slice of the tail into the graph. Returns False when nothing was left."""
-        with self.mutate_lock:
+        """Fold one slice of the tail into the graph. Returns False when nothing was left.
+
+        Runs entirely under the write lock (every other mutation takes it too), so it needs no
+        ``mutate_lock``: a writer applying a delta only waits for the current slice.
+        """
+        with self._rw.write():
             ann = self._ann
             start, n = self._ann_rows, self._n
             if ann is None or start >= n or self._closing:
                 return False
             stop = min(n, start + self.FOLD_SLICE)
-            with self._rw.write():
-                alive = self._alive[start:stop]
-                if bool(alive.any()):
-                    ann.add(self._ids[start:stop][alive], self._mat[start:stop][alive], threads=self._threads)
-                self._ann_rows = stop
-                self._ann_max_id = int(self._ids[stop - 1])
-                self.ann_dirty = True
+            alive = self._alive[start:stop]
+            if bool(alive.any()):
+                ann.add(self._ids[start:stop][alive], self._mat[start:stop][alive], threads=self._threads)
+            self._ann_rows = stop
+            self._ann_max_id = int(self._ids[stop - 1])
+            self.ann_dirty = True
             return True
 
     def _fold_loop(self) -> None:
@@ -352,7 +353,7 @@ class VectorIndex:
                 if self.fold_step():
                     # fairness: Python locks are not FIFO, so yield to waiting searches and
                     # writers (at most half of the time) instead of re-grabbing the locks at once
-                    if self._rw.waiting_readers or self._mutators_waiting:
+                    if self._rw.has_waiters():
                         time.sleep(min(0.05, time.perf_counter() - t0))
                     continue
                 with self._wake:
@@ -374,8 +375,10 @@ class VectorIndex:
                 raise StoreError(f"HNSW maintenance failed: {self.fold_error!r}")
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            if not self.fold_step():
-                time.sleep(0.005)
+            if self._closing:
+                return False  # closed: the folder is gone
+            self._kick()
+            time.sleep(0.01)
         return True
 
     def close(self) -> None:
@@ -397,7 +400,9 @@ class VectorIndex:
             rows = None if allowed is None else self._rows_of(np.asarray(allowed, dtype=np.int64))
             if rows is not None and len(rows) <= self.ann_threshold:
                 return self._exact_rows(q, k, rows)
-            if self._ann is not None and self._ann_rows * 2 >= self._n:
+            # the graph pays off only when a small part of the collection is wanted and most
+            # rows are already folded in; otherwise one exact pass is as fast and exact
+            if self._ann is not None and self._ann_rows * 2 >= self._n and k * 8 <= self._live:
                 got = self._ann_search(q, k, rows)
                 if got is not None:
                     return got
@@ -469,7 +474,7 @@ class VectorIndex:
         The saved position is (highest folded id, deletion sequence): rows after it are added
         again at the next open.
         """
-        with self.mutate_lock:
+        with self.mutate_lock, self._rw.read():  # the fold cannot move while we save
             if self._ann is None or not self.ann_dirty or not self._ann_rows:
                 return False
             directory = Path(directory)

@@ -24,6 +24,12 @@ vectors       exact        usearch HNSW (M=16, ef=64)   HNSW build (2 threads)
 Exact search is ~0.07 ms per 1,000 vectors past the CPU cache; HNSW wins from ~10-20k vectors
 on. The default threshold is 20,000: below it exact search costs < 1 ms, it returns the true
 neighbours, and building the graph would cost seconds for a sub-millisecond gain.
+
+Graph maintenance runs in a background thread using half the cores, in slices of
+``FOLD_SLICE`` vectors, and waits while writes are streaming in (unless the tail reaches
+``ann_threshold``): on the shared 2-core machine, inserting into a 146k-vector store with the graph
+active ran at ~4.3k chunks/s (fresh documents) and ~2.2k chunks/s (replacements), searches
+staying complete through the exact tail (p50 14 ms, p99 ~130 ms while folding).
 """
 
 from __future__ import annotations
@@ -128,7 +134,9 @@ class VectorIndex:
     """
 
     #: Vectors folded into the HNSW graph per write-lock hold.
-    FOLD_SLICE = 128
+    FOLD_SLICE = 32
+    #: The folder waits until writes have paused this long (unless the tail is large).
+    WRITE_QUIET_S = 0.25
 
     def __init__(
         self,
@@ -169,6 +177,7 @@ class VectorIndex:
         self._wake = threading.Condition(threading.Lock())
         self._folder: threading.Thread | None = None
         self._folding = False
+        self._last_write = 0.0
         self._closing = False
         self.fold_error: BaseException | None = None
 
@@ -220,6 +229,7 @@ class VectorIndex:
     ) -> None:
         """Apply a delta read from the database: new rows (ids > every id held) and deleted ids."""
         with self.mutate_lock:
+            self._last_write = time.monotonic()
             if len(ids):
                 ids = np.ascontiguousarray(ids, dtype=np.int64)
                 last = int(self._ids[self._n - 1]) if self._n else -1
@@ -349,6 +359,15 @@ class VectorIndex:
     def _fold_loop(self) -> None:
         try:
             while True:
+                # ingestion first: while writes keep coming and the exact-searched tail is still
+                # small, wait; the tail is folded in the pauses (or at once once it grows large)
+                if (
+                    not self._closing
+                    and 0 < self.pending < self.ann_threshold
+                    and time.monotonic() - self._last_write < self.WRITE_QUIET_S
+                ):
+                    time.sleep(self.WRITE_QUIET_S / 2)
+                    continue
                 t0 = time.perf_counter()
                 if self.fold_step():
                     # fairness: Python locks are not FIFO, so yield to waiting searches and

@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402
+import peers
+from parallelrag import EmbeddingClient
+from parallelrag.sim import SimConfig, SimProcess, count_tokens, sim_embedding
 
-from parallelrag import EmbeddingClient  # noqa: E402
-from parallelrag.sim import SimConfig, SimProcess, count_tokens, sim_embedding  # noqa: E402
-
-MODEL = "bench-embed"
+MODEL = "text-embedding-3-small"  # a name every peer accepts; the sim serves any
 RESULTS: list[str] = []
 
 
@@ -168,6 +167,28 @@ def scenario_ceiling(n: int = 100_000, dim: int = 64) -> None:
         proc.stop()
 
 
+def _tpm_runner(name: str, url: str, texts: list[str]) -> Callable[[], Any]:
+    n = len(texts)
+    if name == "parallelrag":
+        c = EmbeddingClient.openai(MODEL, base_url=url, api_key=peers.API_KEY, batch_size=100)
+        return lambda: c.embed_many(texts)
+    if name == "graphbit":
+        def graphbit() -> Any:
+            gc = peers.graphbit_embed_client(url, MODEL)
+            res = peers.graphbit_embed_batch_parallel(
+                gc, [texts[i:i + 100] for i in range(0, n, 100)], max_concurrency=16)
+            ok = [e for e in res.embeddings if e is not None]
+            return {"failed_batches": len(res.errors), "rows": np.vstack(ok) if ok else None}
+        return graphbit
+    if name == "openai async gather":
+        return lambda: peers.openai_async_embed_gather(url, texts, 100, 16, MODEL, max_retries=10)
+    if name == "LangChain":
+        return lambda: peers.langchain_embed(url, texts, model=MODEL, chunk_size=100,
+                                             max_retries=10)
+    return lambda: peers.llamaindex_embed(url, texts, model=MODEL, embed_batch_size=100,
+                                          max_retries=10)
+
+
 # --------------------------------------------------------------------------- scenario 3
 def scenario_tpm(n: int = 10_000, tpm: int = 1_200_000, dim: int = 64) -> None:
     texts = [f"text {i}: " + "lorem ipsum dolor sit amet " * 3 for i in range(n)]
@@ -178,27 +199,7 @@ def scenario_tpm(n: int = 10_000, tpm: int = 1_200_000, dim: int = 64) -> None:
         proc = SimProcess(SimConfig(latency=0.05, embedding_dim=dim, tpm=tpm,
                                     rate_window_s=1.0)).start()
         try:
-            if name == "parallelrag":
-                c = EmbeddingClient.openai(MODEL, base_url=proc.url, api_key=peers.API_KEY,
-                                           batch_size=100)
-                fn: Callable[[], Any] = lambda c=c: c.embed_many(texts)  # noqa: E731
-            elif name == "graphbit":
-                def fn() -> Any:
-                    gc = peers.graphbit_embed_client(proc.url, MODEL)
-                    res = peers.graphbit_embed_batch_parallel(
-                        gc, [texts[i:i + 100] for i in range(0, n, 100)], max_concurrency=16)
-                    ok = [e for e in res.embeddings if e is not None]
-                    return {"failed_batches": len(res.errors),
-                            "rows": np.vstack(ok) if ok else None}
-            elif name == "openai async gather":
-                fn = lambda: peers.openai_async_embed_gather(  # noqa: E731
-                    proc.url, texts, 100, 16, MODEL, max_retries=10)
-            elif name == "LangChain":
-                fn = lambda: peers.langchain_embed(proc.url, texts, model=MODEL,  # noqa: E731
-                                                   chunk_size=100, max_retries=10)
-            else:
-                fn = lambda: peers.llamaindex_embed(proc.url, texts, model=MODEL,  # noqa: E731
-                                                    embed_batch_size=100, max_retries=10)
+            fn = _tpm_runner(name, proc.url, texts)
             t0 = time.perf_counter()
             result, err = attempt(fn)
             wall = time.perf_counter() - t0

@@ -187,7 +187,10 @@ def sub(args: list[str], timeout: float) -> tuple[int | str, dict[str, Any] | No
             payload = json.loads(line)
             break
     err = res.stderr.strip().splitlines()
-    return res.returncode, payload, (err[-1] if err else "")[:90]
+    # the informative line: a Rust panic message or the Python exception, else the last line
+    key = [ln for ln in err if "panicked" in ln or "Error" in ln]
+    line = (key[-1] if key else err[-1]) if err else ""
+    return res.returncode, payload, line[:90]
 
 
 def main(quick: bool) -> None:
@@ -202,7 +205,8 @@ def main(quick: bool) -> None:
             for impl in impls:
                 rc, payload, err = sub(["--worker", kind, impl, input_name] + (["--quick"] if quick else []), 300)
                 if payload is None:
-                    results[(kind, input_name, impl)] = f"failed (exit {rc}: {err})"
+                    why = "SIGABRT" if rc == -6 else f"exit {rc}"
+                    results[(kind, input_name, impl)] = f"failed ({why}: {err})"
                 else:
                     results[(kind, input_name, impl)] = payload
                 print(kind, input_name, impl, results[(kind, input_name, impl)], flush=True)

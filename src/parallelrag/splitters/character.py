@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import Measure, Span, Splitter, greedy_spans, make_levels, unit_overlap
+from .base import (
+    LiteralLevel,
+    Measure,
+    Span,
+    Splitter,
+    char_spans,
+    greedy_spans,
+    make_levels,
+    unit_overlap,
+)
 from .length import LengthSpec
 
 __all__ = ["CharacterSplitter"]
@@ -34,10 +43,14 @@ class CharacterSplitter(Splitter):
         seps = [separator] if separator else []
         seps += [s for s in ("\n", " ") if s not in seps and s != separator]
         self._levels = make_levels(seps)
+        self._seps = tuple(lv.sep for lv in self._levels if isinstance(lv, LiteralLevel))
 
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():
             return []
+        if self.length.is_chars:
+            n = len(text)
+            return char_spans(text, 0, n, self._seps, self.chunk_size, self.chunk_overlap)
         measure = Measure(text, self.length)
         ov = unit_overlap(text, self._levels, measure, self.chunk_overlap)
         return [

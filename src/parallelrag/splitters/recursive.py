@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .base import (
+    LiteralLevel,
     Measure,
     Span,
     Splitter,
+    char_spans,
     default_separators,
     greedy_spans,
     make_levels,
@@ -45,10 +47,14 @@ class RecursiveSplitter(Splitter):
                 raise ConfigError(f"separators must be strings, not {sep!r}")
         self.separators = seps
         self._levels = make_levels(seps)
+        self._seps = tuple(lv.sep for lv in self._levels if isinstance(lv, LiteralLevel))
 
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():
             return []
+        if self.length.is_chars:
+            n = len(text)
+            return char_spans(text, 0, n, self._seps, self.chunk_size, self.chunk_overlap)
         measure = Measure(text, self.length)
         ov = unit_overlap(text, self._levels, measure, self.chunk_overlap)
         return [

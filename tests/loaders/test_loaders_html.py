@@ -70,3 +70,17 @@ def test_large_page_converts_at_megabytes_per_second() -> None:
     mb_per_s = len(html) / 1e6 / elapsed
     # measured ≈5-7 MB/s on this machine; the floor catches quadratic behaviour on a busy box
     assert mb_per_s > 1.0, f"{mb_per_s:.2f} MB/s"
+
+
+def test_page_chrome_is_dropped() -> None:
+    from parallelrag.loaders.html import html_to_text
+
+    html = (
+        '<div class="related" role="navigation"><ul><li>previous | next</li></ul></div>'
+        '<div class="sphinxsidebar"><h3>Table of contents</h3></div>'
+        '<h1>Title<a class="headerlink" href="#t">¶</a></h1><p>Body <b>text</b></p>'
+        "<nav>menu</nav><div class='footer'>© copyright</div><p>end</p>"
+    )
+    text, title = html_to_text(html)
+    assert text == "# Title\n\nBody text\n\nend"
+    assert title == "Title"

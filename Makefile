@@ -34,7 +34,13 @@ bench-env:
 	bash benchmarks/setup_env.sh
 
 bench: install bench-env
-	.bench-venv/bin/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/runtime_overhead.py
+	.bench-venv/bin/python benchmarks/embeddings.py
+	.bench-venv/bin/python benchmarks/llm.py
+	.bench-venv/bin/python benchmarks/splitters.py
+	.bench-venv/bin/python benchmarks/pipeline.py
+	.bench-venv/bin/python benchmarks/workflow.py
+	$(BIN)/python benchmarks/eval_retrieval.py
 
 clean:
 	rm -rf $(VENV) .bench-venv .mypy_cache .ruff_cache .pytest_cache

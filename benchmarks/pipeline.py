@@ -15,7 +15,9 @@ Scenarios:
     on the same chunk texts.
  3. Peak RSS ingesting 20 MB vs 200 MB of generated text (zero-latency sim as the embedder).
 
-The tables go to stdout and to ``docs/benchmarks-pipeline.md`` (``--write``).
+The tables go to stdout (and to a Markdown file with ``--write FILE``);
+``docs/benchmarks-pipeline.md`` quotes one full run (about 13 minutes here) with its reading.
+``--only``, ``--systems`` and ``--regimes RPM:TPM:WINDOW_S`` (``0:0:60`` = no limits) run subsets.
 """
 
 from __future__ import annotations
@@ -443,7 +445,7 @@ def panic_line(log: str) -> str:
     for i, line in enumerate(lines):
         if "panicked at" in line:
             msg = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            return f"{line.strip()} {msg}"[:260]
+            return f"{line.strip()} {msg}"[:260].replace("`", "'")
     return ""
 
 

@@ -34,11 +34,13 @@ staying complete through the exact tail (p50 14 ms, p99 ~130 ms while folding).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,7 @@ class VectorIndex:
         self._last_write = 0.0
         self._closing = False
         self.fold_error: BaseException | None = None
+        _live_indexes.add(self)
 
     # ------------------------------------------------------------------ state
     @property
@@ -564,3 +567,20 @@ class VectorIndex:
                 self.ann_dirty = bool(len(deleted_since))
         self._kick()
         return True
+
+
+#: Indexes whose background folder may be running: stopped at interpreter exit, so that no native
+#: HNSW call is still running in a daemon thread while the interpreter tears down (that aborts
+#: the process with "terminate called without an active exception").
+_live_indexes: weakref.WeakSet[VectorIndex] = weakref.WeakSet()
+
+
+def _close_live_indexes() -> None:
+    for index in list(_live_indexes):
+        try:
+            index.close()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
+
+
+atexit.register(_close_live_indexes)

@@ -788,3 +788,26 @@ def make_levels(separators: Sequence[str]) -> list[Level]:
         levels.append(LiteralLevel(sep))
     levels.append(HardLevel())
     return levels
+
+
+class LevelSplitter(Splitter):
+    """A splitter that cuts at a ladder of separators (character and recursive splitters)."""
+
+    _levels: list[Level]
+    _seps: tuple[str, ...]
+
+    def _set_separators(self, separators: Sequence[str]) -> None:
+        self._levels = make_levels(separators)
+        self._seps = tuple(lv.sep for lv in self._levels if isinstance(lv, LiteralLevel))
+
+    def _spans(self, text: str) -> list[Span]:
+        if not text or text.isspace():
+            return []
+        if self.length.is_chars:
+            return char_spans(text, 0, len(text), self._seps, self.chunk_size, self.chunk_overlap)
+        measure = Measure(text, self.length)
+        ov = unit_overlap(text, self._levels, measure, self.chunk_overlap)
+        return [
+            (a, b, None)
+            for a, b in greedy_spans(text, 0, len(text), self._levels, self.chunk_size, measure, ov)
+        ]

@@ -5,22 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .base import (
-    LiteralLevel,
-    Measure,
-    Span,
-    Splitter,
-    char_spans,
+    LevelSplitter,
     default_separators,
-    greedy_spans,
-    make_levels,
-    unit_overlap,
 )
 from .length import LengthSpec
 
 __all__ = ["RecursiveSplitter"]
 
 
-class RecursiveSplitter(Splitter):
+class RecursiveSplitter(LevelSplitter):
     """Split on the highest-priority separator that yields chunks of at most ``chunk_size``.
 
     Equivalent in spirit to LangChain's ``RecursiveCharacterTextSplitter``: a chunk ends at the
@@ -46,18 +39,4 @@ class RecursiveSplitter(Splitter):
 
                 raise ConfigError(f"separators must be strings, not {sep!r}")
         self.separators = seps
-        self._levels = make_levels(seps)
-        self._seps = tuple(lv.sep for lv in self._levels if isinstance(lv, LiteralLevel))
-
-    def _spans(self, text: str) -> list[Span]:
-        if not text or text.isspace():
-            return []
-        if self.length.is_chars:
-            n = len(text)
-            return char_spans(text, 0, n, self._seps, self.chunk_size, self.chunk_overlap)
-        measure = Measure(text, self.length)
-        ov = unit_overlap(text, self._levels, measure, self.chunk_overlap)
-        return [
-            (a, b, None)
-            for a, b in greedy_spans(text, 0, len(text), self._levels, self.chunk_size, measure, ov)
-        ]
+        self._set_separators(seps)

@@ -29,22 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers
 from parallelrag import EmbeddingClient
 from parallelrag.sim import SimConfig, SimProcess, count_tokens, sim_embedding
+from report import out, table, write
 
 MODEL = "text-embedding-3-small"  # a name every peer accepts; the sim serves any
-RESULTS: list[str] = []
-
-
-def out(line: str = "") -> None:
-    print(line, flush=True)
-    RESULTS.append(line)
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    out(f"\n### {title}\n")
-    out("| " + " | ".join(header) + " |")
-    out("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        out("| " + " | ".join(r) + " |")
 
 
 def attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
@@ -298,7 +285,7 @@ def main() -> None:
     if 4 in args.only:
         scenario_local()
     if args.write:
-        Path(args.write).write_text("\n".join(RESULTS) + "\n")
+        write(args.write)
 
 
 if __name__ == "__main__":

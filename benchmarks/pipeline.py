@@ -43,24 +43,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 import peers
+from report import out, table, write
 
 MODEL = peers.EMBED_MODEL
-RESULTS: list[str] = []
 HERE = Path(__file__).resolve()
-
-
-# ============================================================================ output helpers
-def out(line: str = "") -> None:
-    print(line, flush=True)
-    RESULTS.append(line)
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    out(f"\n### {title}\n")
-    out("| " + " | ".join(header) + " |")
-    out("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        out("| " + " | ".join(r) + " |")
 
 
 def mb(n_bytes: float) -> str:
@@ -693,7 +679,7 @@ def main() -> None:
     out(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s; load average at end "
         f"{os.getloadavg()[0]:.2f}")
     if args.write:
-        Path(args.write).write_text("\n".join(RESULTS) + "\n", encoding="utf-8")
+        write(args.write)
 
 
 if __name__ == "__main__":

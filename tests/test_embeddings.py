@@ -280,3 +280,14 @@ def test_local_wordllama() -> None:
     assert rows.shape == (3, wl.dimension) and rows.dtype == np.float32
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert np.allclose(rows[0], rows[2])
+
+
+def test_misspelt_limit_is_a_config_error(sim: SimServer) -> None:
+    from parallelrag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown option"):
+        client(sim, "typo", max_concurency=4)
+    from parallelrag.providers.openai import sanitize_text
+
+    assert sanitize_text("plain ascii") == "plain ascii"
+    assert sanitize_text("caf\u00e9 \ud800") == "caf\u00e9 ?"

@@ -314,3 +314,17 @@ def test_shared_registry() -> None:
     assert shared_resilience(("http://sim/v1", "other")) is not a
     reset_shared()
     assert shared_resilience(key) is not a
+
+
+def test_config_from_limits_maps_client_options_and_rejects_unknown() -> None:
+    from parallelrag.errors import ConfigError
+    from parallelrag.resilience import config_from_limits
+
+    assert config_from_limits({}) is None
+    cfg = config_from_limits({"rpm": 600, "max_concurrency": 8, "max_retries": 2,
+                              "base_delay_s": 0.01})
+    assert cfg is not None
+    assert (cfg.rpm, cfg.max_concurrency) == (600, 8)
+    assert cfg.retry.max_attempts == 3 and cfg.retry.base_delay_s == 0.01
+    with pytest.raises(ConfigError, match="unknown option 'rmp'"):
+        config_from_limits({"rmp": 600})

@@ -257,7 +257,8 @@ class Index:
                         report.unchanged += len(old)
                         report.documents += len(old)
                         continue
-                    stale = [s for s in old if s not in set(new_sources)]
+                    fresh = set(new_sources)
+                    stale = [s for s in old if s not in fresh]
                     put((src, h, res.documents, stale))
                 put(None)
             except _Stopped:

@@ -21,7 +21,9 @@ DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 
 def sanitize_text(text: str) -> str:
-    """Replace lone surrogates (not representable in JSON) with U+FFFD."""
+    """Replace lone surrogates (not representable in JSON) with "?" (UTF-8 encode, "replace")."""
+    if text.isascii():  # the common case: no encode needed
+        return text
     try:
         text.encode("utf-8")
         return text

@@ -112,7 +112,7 @@ class RateLimiter:
         learned_burst_s: float = 60.0,
     ) -> None:
         if burst_s <= 0 or learned_burst_s <= 0:
-            raise ConfigError("burst_s must be > 0")
+            raise ConfigError("burst_s and learned_burst_s must be > 0")
         self._clock = clock
         self._burst_s = burst_s
         self._learned_burst_s = learned_burst_s

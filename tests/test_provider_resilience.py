@@ -147,3 +147,34 @@ def test_circuit_breaker_opens_and_recovers(make_sim: Callable[..., SimServer]) 
     srv.update(fault_500=0.0)
     time.sleep(0.6)
     assert emb.embed("recovered").shape == (8,)
+
+
+def test_a_burst_of_503s_from_one_wave_does_not_open_the_breaker(
+    make_sim: Callable[..., SimServer],
+) -> None:
+    """complete_many opens a fresh limiter to the batch size at once; a server that takes only
+    12 answers the rest of the wave with 503 at the same moment. That is one overload signal
+    (one congestion epoch), so the breaker (threshold 20) stays closed and nothing fails."""
+    from parallelrag import LlmClient
+    from parallelrag.sim import sim_reply
+
+    srv = make_sim(latency=0.3, max_in_flight=12, overload_status=503)
+    llm = LlmClient.openai("wave", base_url=srv.url, api_key="sk-test")
+    prompts = [f"q{i}" for i in range(120)]
+    out = llm.complete_many(prompts)
+    assert out == [sim_reply("wave", p) for p in prompts]
+    res = llm._api.resilience  # type: ignore[attr-defined]
+    assert res.limiter.max_in_flight == 120  # the wave really went out at once
+    assert res.stats.overloads >= 100 and res.breaker.opens == 0
+    assert srv.stats()["max_in_flight"] <= 12
+
+
+def test_a_server_that_only_answers_503_still_opens_the_breaker(
+    make_sim: Callable[..., SimServer],
+) -> None:
+    srv = make_sim(latency=0.0, fault_503=1.0)
+    emb = client(srv, "down", breaker_threshold=5, max_retries=50, base_delay_s=0.001,
+                 max_delay_s=0.002)
+    with pytest.raises(CircuitOpenError):
+        emb.embed("x")
+    assert srv.stats()["requests"] <= 10

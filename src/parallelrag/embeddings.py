@@ -127,6 +127,9 @@ class _Backend:
     async def embed_batch(self, texts: list[str], tracker: _Tracker) -> np.ndarray:
         raise NotImplementedError
 
+    def expect(self, n: int) -> None:
+        """``n`` requests are about to start at once (see AdaptiveLimiter.expect)."""
+
     def stats(self) -> dict[str, Any]:
         return {}
 
@@ -173,6 +176,9 @@ class _RemoteBackend(_Backend):
         if self.dimension is None:
             self.dimension = int(vecs.shape[1])
         return vecs
+
+    def expect(self, n: int) -> None:
+        self.api.resilience.limiter.expect(n)
 
     def stats(self) -> dict[str, Any]:
         return self.api.resilience.stats.snapshot()
@@ -549,6 +555,7 @@ class EmbeddingClient:
         if len(packs) == 1:
             await run_pack(packs[0])  # the common single-request case: no extra task
         elif packs:
+            b.expect(len(packs))
             await asyncio.gather(*(run_pack(p) for p in packs))
         out = state["out"]
         if out is None:  # nothing was embedded (all empty or all failed before any dimension)

@@ -615,6 +615,9 @@ class LlmClient:
                 tasks[asyncio.ensure_future(one(i, p))] = i
         if not tasks:
             return cast(list[str | BaseException], out)
+        self._api.resilience.limiter.expect(
+            min(len(tasks), max_concurrency) if max_concurrency else len(tasks)
+        )
         if return_exceptions:
             try:
                 await asyncio.wait(tasks)

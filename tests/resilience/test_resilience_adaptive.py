@@ -281,3 +281,35 @@ async def test_no_time_probe_after_an_overload() -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_expect_opens_a_fresh_limiter_to_the_batch_size_at_once() -> None:
+    clock = FakeClock()
+    lim = AdaptiveLimiter(initial=32, max_limit=256, clock=clock)
+    slots = [lim.slot() for _ in range(40)]
+    entered = [asyncio.ensure_future(s.__aenter__()) for s in slots]
+    await asyncio.sleep(0)
+    assert lim.in_flight == 32 and lim.waiting == 8
+    lim.expect(200)  # a batch of 200 announces itself: queued requests start at once
+    await asyncio.sleep(0)
+    assert lim.limit == 200.0 and lim.in_flight == 40 and lim.waiting == 0
+    lim.expect(1000)
+    assert lim.limit == 256.0  # never past max_limit
+    lim.expect(10)
+    assert lim.limit == 256.0  # never lowers
+    await asyncio.gather(*entered)
+    for s in slots:
+        await s.__aexit__(None, None, None)
+
+
+async def test_expect_is_a_no_op_once_the_server_pushed_back() -> None:
+    clock = FakeClock()
+    lim = AdaptiveLimiter(initial=32, max_limit=256, clock=clock)
+    async with lim.slot() as s:
+        s.outcome = "overload"
+    assert lim.limit == 16.0
+    lim.expect(200)
+    assert lim.limit == 16.0  # AIMD owns the limit after the first overload
+    no_slow_start = AdaptiveLimiter(initial=8, max_limit=256, slow_start=False)
+    no_slow_start.expect(200)
+    assert no_slow_start.limit == 8.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,10 +23,45 @@ from ..errors import (
 )
 from ..resilience.retry import parse_retry_after
 from ..runtime import get_runtime
+from .transport import Headers, IncompleteResponse, Pool
 
-__all__ = ["HttpResponse", "error_for_status", "get_session", "request", "translate_exception"]
+__all__ = [
+    "Headers",
+    "HttpResponse",
+    "error_for_status",
+    "get_pool",
+    "get_session",
+    "request",
+    "translate_exception",
+    "use_lean_transport",
+]
 
 _SESSION_KEY = "http.session"
+_POOL_KEY = "http.pool"
+
+
+def use_lean_transport() -> bool:
+    """Whether plain (non-streaming) requests use :mod:`.transport` (the default) rather than
+    aiohttp; ``PARALLELRAG_HTTP=aiohttp`` switches back."""
+    return os.environ.get("PARALLELRAG_HTTP", "").strip().lower() != "aiohttp"
+
+
+def get_pool() -> Pool:
+    """The runtime's lean keep-alive pool. Must be called on the runtime loop."""
+    rt = get_runtime()
+
+    def make() -> Pool:
+        from .. import __version__
+
+        pool = Pool(user_agent=f"parallelrag/{__version__}")
+
+        async def close() -> None:
+            pool.close()
+
+        rt.add_closer(close)
+        return pool
+
+    return rt.state(_POOL_KEY, make)
 
 
 def _json_dumps(obj: Any) -> str:
@@ -93,7 +129,7 @@ def translate_exception(exc: BaseException, provider: str) -> ProviderError:
         return exc
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
         return ProviderTimeoutError(f"request timed out: {type(exc).__name__}", provider=provider)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | IncompleteResponse):
         return ResponseError(f"response body was cut off: {exc}", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | OSError):
         return ProviderConnectionError(
@@ -152,9 +188,24 @@ async def request(
     timeouts: Timeouts,
 ) -> HttpResponse:
     """One HTTP request, fully read. Raises a ProviderError for non-2xx or transport failures."""
-    session = get_session()
     data = orjson.dumps(json_body) if json_body is not None else None
     hdrs = {"content-type": "application/json", **(headers or {})}
+    if use_lean_transport():
+        try:
+            r = await get_pool().request(
+                method, url, hdrs, data, connect_timeout=timeouts.connect,
+                read_timeout=timeouts.read, total_timeout=timeouts.total,
+            )
+        except asyncio.CancelledError:
+            raise
+        except ValueError as exc:
+            raise BadRequestError(f"invalid request: {exc}", provider=provider) from None
+        except Exception as exc:
+            raise translate_exception(exc, provider) from None
+        if r.status >= 400:
+            raise error_for_status(r.status, r.headers, r.body, provider)
+        return HttpResponse(r.status, r.headers, r.body)
+    session = get_session()
     try:
         async with session.request(
             method, url, data=data, headers=hdrs, timeout=client_timeout(timeouts)

@@ -157,6 +157,23 @@ class AdaptiveLimiter:
             latency_s = self._latency_ewma or 0.0
         self._exit(outcome, now - latency_s, None, now)
 
+    def expect(self, n: int) -> None:
+        """A caller is about to start ``n`` requests at once (a batch that knows its size).
+
+        While the limiter is still in slow start and has never seen an overload, open the
+        limit to ``min(n, max_limit)`` at once instead of reaching it by doubling: the time probe
+        would get there within a few ``probe_s`` anyway, since nothing has pushed back, and the
+        batch would spend those milliseconds queued. After the first overload this is a no-op:
+        AIMD owns the limit from then on.
+        """
+        if not (self.slow_start and self._w_max is None and self.overloads == 0):
+            return
+        target = float(min(n, self.max_limit))
+        if target > self.limit:
+            self.increases += 1
+            self._set_limit(target, self._clock(), cut=False)
+            self._wake()
+
     @property
     def waiting(self) -> int:
         return sum(1 for f in self._waiters if not f.done())

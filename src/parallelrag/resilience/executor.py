@@ -191,7 +191,7 @@ class Resilience:
                 now = clock()
                 stats.in_flight -= 1
                 stats.errors += 1
-                outcome, retry = self._classify(exc)
+                outcome, retry = self._classify(exc, started)
                 lim._exit(outcome, started, ticket, now)
                 headers = getattr(exc, "headers", None)
                 if headers:
@@ -235,10 +235,18 @@ class Resilience:
                 stats.tokens += tokens
             return result
 
-    def _classify(self, exc: Exception) -> tuple[Outcome, bool]:
-        """Update stats and breaker for a failed attempt; return (limiter outcome, retry?)."""
+    def _classify(self, exc: Exception, started: float) -> tuple[Outcome, bool]:
+        """Update stats and breaker for a failed attempt; return (limiter outcome, retry?).
+
+        Overloads (503/529, timeouts) count towards the breaker once per congestion epoch, as
+        they do for the adaptive limiter: a burst of 503s answering one wave of requests (a
+        server that takes 12 at a time, sent 200) is one signal, not 188 consecutive failures.
+        A server that answers every retry with 503 still opens the breaker, because each retry
+        starts after the cut its predecessor caused.
+        """
         stats = self.stats
         br = self.breaker
+        new_epoch = started >= self.limiter._last_cut
         retry = is_retryable(exc, self.policy)
         status = getattr(exc, "status_code", None) if isinstance(exc, ProviderError) else None
         if isinstance(exc, RateLimitError) or status == 429:
@@ -249,14 +257,21 @@ class Resilience:
         if isinstance(exc, ProviderTimeoutError):
             stats.timeouts += 1
             stats.overloads += 1
-            br.on_failure()
+            if new_epoch:
+                br.on_failure()
+            else:
+                br.on_neutral()
             return "overload", retry
         if isinstance(exc, ServerError) or (status is not None and status >= 500):
             stats.server_errors += 1
-            br.on_failure()
             if status in _OVERLOAD_STATUSES:
                 stats.overloads += 1
+                if new_epoch:
+                    br.on_failure()
+                else:
+                    br.on_neutral()
                 return "overload", retry
+            br.on_failure()
             return "error", retry
         if isinstance(exc, ProviderConnectionError):
             br.on_failure()

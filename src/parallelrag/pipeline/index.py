@@ -44,6 +44,11 @@ ProgressFn = Callable[[IngestProgress], None]
 
 _SPLIT_BATCH_DOCS = 64
 _SPLIT_BATCH_CHARS = 2_000_000
+# a batch smaller than this waits up to _SPLIT_MIN_WAIT_S for the next document before it is split
+_SPLIT_MIN_CHARS = 256_000
+_SPLIT_MIN_WAIT_S = 0.02
+# sentinel: the wait for more documents ran out
+_FLUSH: tuple[str, str, list[Document], list[str]] = ("", "", [], [])
 # Split batches in flight at the embed stage. The first batches of a run are tiny (the splitter
 # takes whatever the loader has ready), and each holds its worker for a round trip; with 4
 # workers the first ~0.7 s of a rate-limited run sent only small requests and left the
@@ -275,17 +280,26 @@ class Index:
             batch: list[tuple[str, str, list[Document], list[str]]] = []
             chars = 0
             done = False
+            item: tuple[str, str, list[Document], list[str]] | None
             while not done:
-                item = await q_docs.get()
+                if batch and chars < _SPLIT_MIN_CHARS:
+                    # a small batch waits a moment for more documents: a round trip per
+                    # tiny batch would keep the provider's initial budget idle
+                    try:
+                        item = await asyncio.wait_for(q_docs.get(), _SPLIT_MIN_WAIT_S)
+                    except TimeoutError:
+                        item = _FLUSH
+                else:
+                    item = await q_docs.get()
                 if item is None:
                     done = True
-                else:
+                elif item is not _FLUSH:
                     batch.append(item)
                     chars += sum(len(d.text) for d in item[2])
                     # split when the batch is full, or when nothing more is ready (don't stall
                     # the embedder waiting for a full batch)
                     full = len(batch) >= _SPLIT_BATCH_DOCS or chars >= _SPLIT_BATCH_CHARS
-                    if not full and not q_docs.empty():
+                    if not full and (not q_docs.empty() or chars < _SPLIT_MIN_CHARS):
                         continue
                 if not batch:
                     continue

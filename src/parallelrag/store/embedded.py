@@ -1,11 +1,19 @@
-"""The embedded store: one directory, SQLite (WAL) as the system of record, vectors in memory.
+"""The embedded store: one directory, SQLite (WAL) as the system of record, vectors in a mapped file.
 
 Layout of ``path/``::
 
     store.sqlite              documents, chunks (+ float32 vector BLOBs), manifest, FTS5 index,
                               deletion log
+    matrix-f32.bin            the vectors again, one float32 row per chunk in id order (derived:
+    matrix-ids.bin            written by the process holding matrix.lock, read through a shared
+    matrix.json               mapping; matrix.json says how many leading rows are durable, the
+    matrix.lock               rest is re-read from the database at open)
     vectors.meta.json         which ANN file is current and which DB position it reflects
     vectors-<pos>.usearch     the HNSW graph (derived; rebuilt or caught up at open)
+
+Memory: the vectors are not held in the process heap. Appends are plain file writes, searches
+read the page cache through the mapping, and the HNSW graph is only filled once searches want it
+(see :mod:`parallelrag.store.vectors`), so ingesting a large corpus runs in bounded memory.
 
 Crash safety: every write is one SQLite transaction (``BEGIN IMMEDIATE`` … ``COMMIT``). Triggers
 keep the FTS5 index and the deletion log in the same transaction as the chunk rows, so a kill -9
@@ -31,7 +39,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from math import log
 from pathlib import Path
 from types import TracebackType
@@ -54,10 +62,13 @@ DB_NAME = "store.sqlite"
 _MAX_QUERY_TERMS = 64
 _POSTFILTER_MAX = 4096  # nearest neighbours checked against a filter before scanning for it
 _DELETION_LOG_KEEP = 100_000  # prune the deletion log beyond twice this many rows
+_LOAD_BATCH = 4096  # vector rows read from the database at a time (bounded memory at open)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+_NO_IDS: I64 = np.zeros(0, dtype=np.int64)
+_NO_VECS: F32 = np.zeros(0, dtype=np.float32)
 
 
 def fts5_available() -> bool:
@@ -227,7 +238,14 @@ class EmbeddedStore:
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._fts = False
-        self._index = VectorIndex(dimension, ann_threshold=ann_threshold, ann=ann)
+        # read-only openers keep a private vector file outside the directory (it may be read-only)
+        self._index = VectorIndex(
+            dimension,
+            ann_threshold=ann_threshold,
+            ann=ann,
+            directory=None if read_only else path,
+            persist=self._persist_ann,
+        )
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -284,6 +302,7 @@ class EmbeddedStore:
             store._init()
         except BaseException:
             store._close_connections()
+            store._index.release()
             raise
         return store
 
@@ -421,28 +440,45 @@ class EmbeddedStore:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _read_vectors(self, conn: sqlite3.Connection, after_id: int) -> tuple[I64, F32]:
-        n = conn.execute("SELECT count(*) FROM chunks WHERE id > ?", (after_id,)).fetchone()[0]
-        ids = np.empty(n, dtype=np.int64)
-        mat = np.empty((n, self._dimension), dtype=np.float32)
+    def _read_vectors(self, conn: sqlite3.Connection, after_id: int) -> Iterator[tuple[I64, F32]]:
+        """The vectors of chunks with id > ``after_id``, in id order, ``_LOAD_BATCH`` rows at a time."""
         row_bytes = self._dimension * 4
-        i = 0
         cur = conn.execute("SELECT id, vector FROM chunks WHERE id > ? ORDER BY id", (after_id,))
-        for cid, blob in cur:
-            if i >= n or len(blob) != row_bytes:
-                raise StoreError(f"chunk {cid}: vector blob has {len(blob)} bytes, expected {row_bytes}")
-            ids[i] = cid
-            mat[i] = np.frombuffer(blob, dtype=np.float32)
-            i += 1
-        return ids[:i], mat[:i]
+        while True:
+            rows = cur.fetchmany(_LOAD_BATCH)
+            if not rows:
+                return
+            for cid, blob in rows:
+                if len(blob) != row_bytes:
+                    raise StoreError(f"chunk {cid}: vector blob has {len(blob)} bytes, expected {row_bytes}")
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield ids, mat.reshape(len(rows), self._dimension)
+
+    def _reload_vectors(self, conn: sqlite3.Connection, *, adopt: bool, build: bool) -> None:
+        """Full (re)load of the vector index from ``conn``'s snapshot (caller holds mutate_lock).
+
+        With ``adopt``, the durable rows of the directory's vector file are kept (deletions since
+        are read as the set of live ids) and only newer rows are read from the database.
+        """
+        max_id, del_seq = self._position(conn)
+        index = self._index
+        row = conn.execute("SELECT value FROM manifest WHERE key = 'created_at'").fetchone()
+        index.store_id = f"{self._model_id}|{row[0] if row else ''}"
+        adopted = index.begin_load(adopt=adopt, db_max_id=max_id)
+        for ids, mat in self._read_vectors(conn, adopted):
+            index.load_rows(ids, mat)
+        live = None
+        if adopted:
+            cur = conn.execute("SELECT id FROM chunks WHERE id <= ? ORDER BY id", (adopted,))
+            live = np.fromiter((r[0] for r in cur), dtype=np.int64)
+        index.finish_load(live, max_id=max_id, del_seq=del_seq, build=build)
 
     def _load_vectors(self, conn: sqlite3.Connection) -> None:
         """Full load at open (inside a read transaction), then adopt or build the ANN index."""
-        max_id, del_seq = self._position(conn)
-        ids, mat = self._read_vectors(conn, 0)
         index = self._index
         with index.mutate_lock:
-            index.reset(ids, mat, max_id=max_id, del_seq=del_seq, build=False)
+            self._reload_vectors(conn, adopt=True, build=False)
             if not index.ann_enabled or len(index) < index.ann_threshold:
                 return
             meta = VectorIndex.read_meta(self._path)
@@ -477,10 +513,8 @@ class EmbeddedStore:
             if max_id < index.max_id or del_seq < index.del_seq:
                 return  # another thread moved the index past this (older) snapshot
             if self._pruned_through(conn) > index.del_seq:
-                ids, mat = self._read_vectors(conn, 0)
-                index.reset(ids, mat, max_id=max_id, del_seq=del_seq)
+                self._reload_vectors(conn, adopt=False, build=True)
                 return
-            ids, mat = self._read_vectors(conn, index.max_id)
             deleted = np.array(
                 [
                     r[0]
@@ -491,7 +525,10 @@ class EmbeddedStore:
                 ],
                 dtype=np.int64,
             )
-            index.apply(ids, mat, deleted, max_id=max_id, del_seq=del_seq)
+            # new rows in batches (a reader far behind a writer does not load them all at once)
+            for ids, mat in self._read_vectors(conn, index.max_id):
+                index.apply(ids, mat, _NO_IDS, max_id=int(ids[-1]), del_seq=index.del_seq)
+            index.apply(_NO_IDS, _NO_VECS.reshape(0, self._dimension), deleted, max_id=max_id, del_seq=del_seq)
 
     def _sync_after_write(self) -> None:
         conn = self._reader()
@@ -911,7 +948,8 @@ class EmbeddedStore:
         for f in self._path.iterdir():
             with contextlib.suppress(OSError):
                 if f.is_file():
-                    size += f.stat().st_size
+                    st = f.stat()  # the vector file is sparse past its last row: count blocks
+                    size += min(st.st_size, getattr(st, "st_blocks", st.st_size) * 512)
         return {
             "path": str(self._path),
             "documents": int(n_docs),
@@ -925,6 +963,7 @@ class EmbeddedStore:
             "generation": int(gen[0]) if gen else 0,
             "bytes_on_disk": size,
             "vector_memory_bytes": self._index.nbytes,
+            "vector_file_bytes": self._index.file_bytes,
             "read_only": self._read_only,
         }
 
@@ -937,9 +976,13 @@ class EmbeddedStore:
         return self._index.wait_for_index(timeout)
 
     def save_index(self) -> bool:
-        """Persist the ANN index now (also done by :meth:`close`). Returns True if written."""
+        """Persist the ANN index and checkpoint the vector file now (also done by :meth:`close`).
+
+        Returns True if the ANN index was written.
+        """
         if self._closed or not self._persist_ann:
             return False
+        self._index.checkpoint()
         return self._index.save_ann(self._path)
 
     def _close_connections(self) -> None:
@@ -958,9 +1001,12 @@ class EmbeddedStore:
         try:
             self._index.close()
             if self._persist_ann:
+                with contextlib.suppress(OSError, StoreError):
+                    self._index.checkpoint()
                 with contextlib.suppress(OSError):
                     self._index.save_ann(self._path)
         finally:
+            self._index.release()
             self._closed = True
             with self._write_lock:
                 self._writer = None

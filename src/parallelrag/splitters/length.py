@@ -18,29 +18,48 @@ instead of measuring candidate chunks over and over.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, overload
 
 from ..errors import ConfigError
 
-__all__ = ["LengthFunction", "LengthSpec", "resolve_length"]
+__all__ = ["ByteTokens", "LengthFunction", "LengthSpec", "char_offsets", "resolve_length"]
 
 LengthSpec = Any  # "chars" | "minilm" | "cl100k" | tokenizers.Tokenizer | Callable[[str], int]
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SPACE = re.compile("(?<=\\S)[ \n]")
 _PIECE_CHARS = 64_000
+# Where cl100k's pre-tokenizer regex always ends a pre-token, so that pieces cut there encode
+# exactly like the whole text: before a space that follows a non-space character (no
+# alternative of the pattern runs from a non-space character into a space), before a newline
+# that follows an ASCII letter or digit (a punctuation character followed by newlines is one
+# pre-token: ".\n"), and between a CJK/kana/hangul letter and CJK punctuation (a run of
+# letters ends there). Python's \S is narrower than the Rust regex's (it also excludes
+# \x1c-\x1f), so every character it accepts is a non-space there too.
+_TIKTOKEN_CUT = re.compile(
+    "(?<=\\S) |(?<=[A-Za-z0-9])\n"
+    "|(?<=[\u4e00-\u9fff\u3041-\u3096\u30a1-\u30fa\uac00-\ud7a3])"
+    "[\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f]"
+)
+_TIKTOKEN_PIECE_CHARS = 32_000
 _THREADS = min(os.cpu_count() or 1, 8)
+# below this many characters in all, a batch is encoded in the calling thread (a thread pool
+# costs ~0.2 ms to start, about what tiktoken needs for 20 k characters)
+_THREAD_MIN_CHARS = 50_000
 _cache_lock = threading.Lock()
 _loaded: dict[str, Any] = {}
 
 
 def _clean(text: str) -> str:
     """Replace lone surrogates (which no tokenizer accepts) by U+FFFD: same length in chars."""
-    if _SURROGATES.search(text) is None:
+    if text.isascii() or _SURROGATES.search(text) is None:  # isascii: O(1), a flag of the str
         return text
     return _SURROGATES.sub("\ufffd", text)
 
@@ -103,6 +122,15 @@ class LengthFunction:
     def token_starts_batch(self, texts: Sequence[str]) -> list[list[int] | None]:
         return [self.token_starts(t) for t in texts]
 
+    def byte_tokens_batch(self, texts: Sequence[str]) -> Iterator[ByteTokens] | None:
+        """Token boundaries as UTF-8 byte offsets (byte-level BPE only), else None."""
+        return None
+
+    def lazy_token_starts_batch(self, texts: Sequence[str]) -> list[Sequence[int]] | None:
+        """Like :meth:`token_starts_batch`, but sequences that compute an offset when it is
+        read (non-decreasing); None where not supported."""
+        return None
+
 
 class _Chars(LengthFunction):
     pass
@@ -144,17 +172,95 @@ class _HFLength(LengthFunction):
             )
             out: list[int] = []
             for a, e in zip(cuts, encs, strict=False):
-                out.extend([o[0] + a for o in e.offsets])
+                out.extend(_starts_of(e) if a == 0 else [x + a for x in _starts_of(e)])
             return _monotone(out)
         enc = self.tokenizer.encode(text, add_special_tokens=False)
-        return _monotone([o[0] for o in enc.offsets])
+        return _monotone(_starts_of(enc))
 
     def token_starts_batch(self, texts: Sequence[str]) -> list[list[int] | None]:
         encs = self.tokenizer.encode_batch([_clean(t) for t in texts], add_special_tokens=False)
-        return [_monotone([o[0] for o in e.offsets]) for e in encs]
+        return [_monotone(_starts_of(e)) for e in encs]
+
+    def lazy_token_starts_batch(self, texts: Sequence[str]) -> list[Sequence[int]] | None:
+        if self.name != "minilm":
+            return None  # a user's tokenizer may emit offsets out of order: _monotone them
+        # one encode_batch for all texts (long ones cut into pieces at whitespace, where BERT's
+        # pre-tokenizer always splits), on all cores without the GIL
+        pieces: list[str] = []
+        spans: list[tuple[int, list[int]]] = []
+        for text in texts:
+            text = _clean(text)
+            cuts = _piece_cuts(text) if len(text) >= _PIECE_CHARS * 2 else [0, len(text)]
+            spans.append((len(pieces), cuts))
+            pieces.extend(text[a:b] for a, b in itertools.pairwise(cuts))
+        encs = self.tokenizer.encode_batch(pieces, add_special_tokens=False)
+        out: list[Sequence[int]] = []
+        for first, cuts in spans:
+            out.append(_LazyStarts(encs[first : first + len(cuts) - 1], cuts))
+        return out
+
+
+class _LazyStarts(Sequence[int]):
+    """Token start offsets of a text encoded in pieces (starting at ``bases``), read from the
+    ``tokenizers.Encoding`` objects one at a time: the splitter reads a few per chunk, so the
+    offsets of every token never become Python objects. Only for tokenizers whose offsets are
+    non-decreasing (the MiniLM word-piece tokenizer: BERT normalisation keeps the alignment)."""
+
+    __slots__ = ("_bases", "_count", "_encs", "_ends")
+
+    def __init__(self, encs: Sequence[Any], bases: Sequence[int]) -> None:
+        self._encs = list(encs)
+        self._bases = list(bases)
+        ends: list[int] = []
+        total = 0
+        for e in self._encs:
+            total += len(e)
+            ends.append(total)
+        self._ends = ends
+        self._count = total
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, k: int) -> int: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[int]: ...
+
+    def __getitem__(self, k: int | slice) -> int | list[int]:
+        if isinstance(k, slice):
+            return [self[x] for x in range(*k.indices(self._count))]
+        if k < 0:
+            k += self._count
+        if not 0 <= k < self._count:
+            raise IndexError(k)
+        p = 0 if len(self._ends) == 1 else bisect_right(self._ends, k)
+        local = k - (self._ends[p - 1] if p else 0)
+        span = self._encs[p].token_to_chars(local)
+        start: int = span[0] if span is not None else 0
+        return start + self._bases[p]
+
+
+class ByteTokens(NamedTuple):
+    """One encode of a text by a byte-level BPE, as UTF-8 byte offsets.
+
+    ``offsets[k]`` is the byte offset at which token ``k`` starts and ``offsets[-1]`` the byte
+    length of the text (``len(offsets) == tokens + 1``, strictly increasing: every token is at
+    least one byte). ``raw`` is the UTF-8 encoding of ``text``, or None when ``text`` is ASCII
+    (then byte offsets are character offsets). ``text`` is the input with lone surrogates
+    replaced by U+FFFD (same length, so character offsets are those of the input).
+    """
+
+    text: str
+    offsets: Any  # numpy int64 array
+    raw: bytes | None
 
 
 class _TiktokenLength(LengthFunction):
+    """A tiktoken encoding. Token offsets come from a table of the byte length of every token
+    id (token boundaries as UTF-8 byte offsets), mapped to characters only where needed."""
+
     is_chars = False
 
     def __init__(self, name: str) -> None:
@@ -178,41 +284,130 @@ class _TiktokenLength(LengthFunction):
         return len(self.encoding.encode_ordinary(_clean(text)))
 
     def token_starts(self, text: str) -> list[int]:
-        text = _clean(text)
-        if len(text) < _PIECE_CHARS * 2:
-            return self._starts(text, self.encoding.encode_ordinary(text))
-        # cl100k's pre-tokenizer regex never joins a non-space character with the whitespace
-        # after it, so pieces cut there encode exactly like the whole (tiktoken's batch encode
-        # runs them in threads, GIL released)
-        cuts = _piece_cuts(text)
-        pieces = [text[a:b] for a, b in itertools.pairwise(cuts)]
-        batch = self.encoding.encode_ordinary_batch(pieces, num_threads=_THREADS)
-        out: list[int] = []
-        for a, piece, ids in zip(cuts, pieces, batch, strict=False):
-            out.extend([x + a for x in self._starts(piece, ids)])
-        return out
+        return _char_starts(self.byte_tokens(text))
 
     def token_starts_batch(self, texts: Sequence[str]) -> list[list[int] | None]:
-        cleaned = [_clean(t) for t in texts]
-        batch = self.encoding.encode_ordinary_batch(cleaned, num_threads=_THREADS)
-        return [self._starts(t, ids) for t, ids in zip(cleaned, batch, strict=True)]
+        return [_char_starts(bt) for bt in self.byte_tokens_batch(texts)]
 
-    def _starts(self, text: str, ids: list[int]) -> list[int]:
+    def byte_tokens(self, text: str) -> ByteTokens:
+        return next(self.byte_tokens_batch([text]))
+
+    def byte_tokens_batch(self, texts: Sequence[str]) -> Iterator[ByteTokens]:
+        """:class:`ByteTokens` of every text, in order, produced lazily.
+
+        The encodes run in a thread pool (tiktoken releases the GIL), long texts cut into pieces
+        where cl100k's pre-tokenizer always ends a pre-token (``_TIKTOKEN_CUT``: the pieces
+        encode exactly like the whole), while the caller consumes the earlier results."""
         import numpy as np
 
-        if not ids:
-            return []
-        lens = _byte_len_table(self.encoding)[np.asarray(ids, dtype=np.int64)]
-        byte_starts = np.zeros(len(ids), dtype=np.int64)
-        np.cumsum(lens[:-1], out=byte_starts[1:])
-        if text.isascii():
-            starts: list[int] = byte_starts.tolist()
-            return starts
-        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        # char index of every byte: number of lead bytes up to and including it, minus one
-        char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1
-        starts = char_of_byte[byte_starts].tolist()
-        return starts
+        enc = self.encoding
+        table = _byte_len_table(enc)
+        prepared: list[tuple[str, bytes | None, list[str]]] = []
+        total = 0
+        for text in texts:
+            text, raw = _utf8(text)
+            if len(text) >= _TIKTOKEN_PIECE_CHARS * 2:
+                cuts = _piece_cuts(text, _TIKTOKEN_CUT, _TIKTOKEN_PIECE_CHARS)
+                pieces = [text[a:b] for a, b in itertools.pairwise(cuts)]
+            else:
+                pieces = [text] if text else []
+            prepared.append((text, raw, pieces))
+            total += len(text)
+        flat = [p for _, _, ps in prepared for p in ps]
+        to_buffer = getattr(getattr(enc, "_core_bpe", None), "encode_to_tiktoken_buffer", None)
+        empty: frozenset[str] = frozenset()
+
+        def encode(piece: str) -> Any:
+            # tiktoken's encode_to_numpy without special-token checks == encode_ordinary, but
+            # into a buffer instead of a list of Python ints; releases the GIL. Returns the
+            # byte offset where each token ends, relative to the piece (numpy, in the worker)
+            if to_buffer is not None:
+                ids = np.frombuffer(to_buffer(piece, empty), dtype=np.uint32)
+            else:  # pragma: no cover - tiktoken without the buffer API
+                ids = np.asarray(enc.encode_ordinary(piece), dtype=np.int64)
+            return np.cumsum(table[ids])
+
+        pool: ThreadPoolExecutor | None = None
+        if len(flat) > 1 and total >= _THREAD_MIN_CHARS and _THREADS > 1:
+            pool = ThreadPoolExecutor(_THREADS)
+            results: Iterator[Any] = pool.map(encode, flat)
+        else:
+            results = map(encode, flat)
+        try:
+            for text, raw, pieces in prepared:
+                nbytes = len(text) if raw is None else len(raw)
+                if not pieces:
+                    yield ByteTokens(text, np.zeros(1, dtype=np.int64), raw)
+                    continue
+                parts = [next(results) for _ in pieces]
+                offsets = np.empty(sum(len(e) for e in parts) + 1, dtype=np.int64)
+                offsets[0] = 0
+                k = 1
+                base = 0
+                for ends in parts:
+                    m = len(ends)
+                    if m:
+                        np.add(ends, base, out=offsets[k : k + m])
+                        k += m
+                        base = int(ends[-1]) + base
+                if offsets[-1] != nbytes:  # pragma: no cover - a table that disagrees
+                    raise ConfigError(
+                        f"tokenizer {self.name!r}: token byte lengths do not add up to the text"
+                    )
+                yield ByteTokens(text, offsets, raw)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _utf8(text: str) -> tuple[str, bytes | None]:
+    """``text`` without lone surrogates (replaced by U+FFFD) and its UTF-8 (None if ASCII)."""
+    if text.isascii():
+        return text, None
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _clean(text)
+        return text, text.encode("utf-8")
+
+
+def _char_starts(bt: ByteTokens) -> list[int]:
+    """Character offset at which every token starts (a token that starts inside a multi-byte
+    character starts at that character)."""
+    import numpy as np
+
+    starts = bt.offsets[:-1]
+    if bt.raw is None:
+        out: list[int] = starts.tolist()
+        return out
+    if len(starts) == 0:
+        return []
+    raw = np.frombuffer(bt.raw, dtype=np.uint8)
+    # char index of every byte: number of lead bytes up to and including it, minus one
+    char_of_byte = np.cumsum(raw.view(np.int8) >= -64) - 1
+    out = char_of_byte[starts].tolist()
+    return out
+
+
+def char_offsets(raw: bytes, positions: Any) -> Any:
+    """Character offsets of the UTF-8 byte offsets ``positions`` (each at a character
+    boundary, ``0 <= p <= len(raw)``) into the text that ``raw`` encodes: lead bytes before
+    each, counted with one pass over the bytes however many positions there are."""
+    import numpy as np
+
+    pos = np.asarray(positions, dtype=np.int64)
+    uniq, inverse = np.unique(pos, return_inverse=True)
+    n_bytes = len(raw)
+    inner = uniq[(uniq > 0) & (uniq < n_bytes)]
+    chars = np.zeros(len(uniq), dtype=np.int64)
+    lead = np.frombuffer(raw, dtype=np.int8) >= -64  # not a continuation byte (0x80-0xBF)
+    if len(inner):
+        counts = np.cumsum(np.add.reduceat(lead, np.concatenate(([0], inner)), dtype=np.int64))
+        lo = 1 if uniq[0] == 0 else 0
+        chars[lo : lo + len(inner)] = counts[:-1]
+    if uniq[-1] == n_bytes and n_bytes > 0:
+        chars[-1] = int(np.count_nonzero(lead))
+    return chars[inverse.reshape(-1)]
 
 
 _tables: dict[int, Any] = {}
@@ -226,11 +421,18 @@ def _byte_len_table(encoding: Any) -> Any:
     if table is None:
         n = encoding.max_token_value + 1
         table = np.zeros(n, dtype=np.int64)
-        for i in range(n):
-            try:
-                table[i] = len(encoding.decode_single_token_bytes(i))
-            except KeyError:
-                table[i] = 0
+        ranks = getattr(encoding, "_mergeable_ranks", None)
+        if isinstance(ranks, dict) and ranks:
+            for token, rank in ranks.items():
+                table[rank] = len(token)
+            for token_str, rank in getattr(encoding, "_special_tokens", {}).items():
+                table[rank] = len(token_str.encode("utf-8"))
+        else:  # pragma: no cover - other tiktoken versions
+            for i in range(n):
+                try:
+                    table[i] = len(encoding.decode_single_token_bytes(i))
+                except KeyError:
+                    table[i] = 0
         _tables[id(encoding)] = table
     return table
 
@@ -246,12 +448,13 @@ class _CallableLength(LengthFunction):
         return int(self.fn(text))
 
 
-def _piece_cuts(text: str) -> list[int]:
-    """Cut points (0 .. len) about ``_PIECE_CHARS`` apart, each right after a non-space
-    character that is followed by a space or newline (or none: one piece)."""
+def _piece_cuts(text: str, cut: re.Pattern[str] = _SPACE, piece: int = _PIECE_CHARS) -> list[int]:
+    """Cut points (0 .. len) about ``piece`` characters apart, each where ``cut`` matches
+    (default: right after a non-space character followed by a space or newline; none: one
+    piece)."""
     cuts = [0]
-    for k in range(1, len(text) // _PIECE_CHARS):
-        m = _SPACE.search(text, max(cuts[-1] + 1, k * _PIECE_CHARS))
+    for k in range(1, len(text) // piece):
+        m = cut.search(text, max(cuts[-1] + 1, k * piece))
         if m is None:
             break
         if m.start() > cuts[-1]:
@@ -260,8 +463,19 @@ def _piece_cuts(text: str) -> list[int]:
     return cuts
 
 
+_first = operator.itemgetter(0)
+
+
+def _starts_of(encoding: Any) -> list[int]:
+    """Start offsets of the tokens of a ``tokenizers.Encoding`` (``map`` with ``itemgetter``
+    runs the loop in C, about twice as fast as a list comprehension)."""
+    return list(map(_first, encoding.offsets))
+
+
 def _monotone(starts: list[int]) -> list[int]:
     """Make offsets non-decreasing (lowercasing/normalizers can emit odd offsets)."""
+    if starts == sorted(starts):  # the usual case, checked at C speed (timsort sees one run)
+        return starts
     m = 0
     for i, s in enumerate(starts):
         if s < m:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from typing import Any
 
 from .base import (
@@ -15,7 +15,7 @@ from .base import (
     greedy_spans,
     unit_overlap,
 )
-from .length import LengthSpec
+from .length import ByteTokens, LengthSpec, char_offsets
 
 __all__ = ["TokenSplitter"]
 
@@ -30,11 +30,14 @@ class TokenSplitter(Splitter):
     :class:`tokenizers.Tokenizer`, or a callable ``str -> int`` (then windows are placed by
     measuring, cutting at spaces). ``length=`` is accepted as an alias and wins if given.
 
-    The text is encoded once (``encode_batch`` for ``split_many``: native, parallel, GIL-free),
-    and chunk boundaries are the character offsets where tokens start; a chunk runs from the
+    The text is encoded once (``encode_batch`` for ``split_many``: native, parallel, GIL-free;
+    for cl100k, long texts are cut at whitespace into pieces encoded in threads, tiktoken
+    releasing the GIL), and chunk boundaries are the character offsets where tokens start; a chunk runs from the
     start of its first token to the start of the next chunk's first token (so characters that
     produce no token, such as control characters, are still covered), minus surrounding
-    whitespace. Chunk sizes count tokens of that whole-text encode. The one exception to
+    whitespace. Chunk sizes count tokens of that whole-text encode. For cl100k the windows are
+    placed on UTF-8 byte offsets (a table of each token's byte length, summed) and only the
+    window ends are mapped to characters, so no per-token Python object is ever made. The one exception to
     ``<= chunk_size``: a single character that alone encodes to more than ``chunk_size`` tokens
     (byte-level BPE on an emoji with a tiny ``chunk_size``) becomes a one-character chunk.
 
@@ -57,23 +60,43 @@ class TokenSplitter(Splitter):
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():
             return []
-        starts = None if self.length.is_chars else self.length.token_starts(text)
-        return self._windows(text, starts)
+        if self.length.is_chars:
+            return self._windows(text, None)
+        byte_tokens = self.length.byte_tokens_batch([text])
+        if byte_tokens is not None:
+            return self._byte_windows(text, next(byte_tokens))
+        lazy = self.length.lazy_token_starts_batch([text])
+        if lazy is not None:
+            return self._windows(text, lazy[0])
+        return self._windows(text, self.length.token_starts(text))
 
     def _spans_many(self, texts: list[str], workers: int | None) -> list[list[Span]]:
         if self.length.is_chars or len(texts) < 2:
             return super()._spans_many(texts, workers)
+        todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
+        byte_tokens = self.length.byte_tokens_batch([texts[i] for i in todo])
+        if byte_tokens is not None:
+            # encodes run in tiktoken's GIL-free threads while this thread places the windows
+            # of the texts already encoded
+            out_b: list[list[Span]] = [[] for _ in texts]
+            for i, bt in zip(todo, byte_tokens, strict=True):
+                out_b[i] = self._byte_windows(texts[i], bt)
+            return out_b
         probe = self.length.token_starts("a")
         if probe is None:
             return super()._spans_many(texts, workers)
-        todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
         out: list[list[Span]] = [[] for _ in texts]
-        all_starts = self.length.token_starts_batch([texts[i] for i in todo])
+        batch = [texts[i] for i in todo]
+        all_starts: Sequence[Sequence[int] | None] | None = self.length.lazy_token_starts_batch(
+            batch
+        )
+        if all_starts is None:
+            all_starts = self.length.token_starts_batch(batch)
         for i, starts in zip(todo, all_starts, strict=True):
             out[i] = self._windows(texts[i], starts)
         return out
 
-    def _windows(self, text: str, starts: list[int] | None) -> list[Span]:
+    def _windows(self, text: str, starts: Sequence[int] | None) -> list[Span]:
         n = len(text)
         if starts is None:
             measure = Measure(text, self.length)
@@ -113,16 +136,166 @@ class TokenSplitter(Splitter):
             ni = j - overlap
             if ni <= i:
                 ni = i + 1
-            if starts[ni] == starts[ni - 1]:
-                ni = bisect_right(starts, starts[ni], ni)
+            s_ni = starts[ni]
+            if s_ni == starts[ni - 1]:  # skip the other tokens of that character
+                ni += 1
+                while ni < t and starts[ni] == s_ni:
+                    ni += 1
             i = ni
         return spans
 
+    def _byte_windows(self, text: str, bt: ByteTokens) -> list[Span]:
+        """:meth:`_windows` for a byte-level BPE, on the UTF-8 byte offsets of the tokens.
+
+        Gives exactly the spans of ``_windows(text, char starts of the tokens)``, without
+        mapping every token to a character: the window loop compares byte offsets (a token
+        that starts inside a multi-byte character belongs to that character's lead byte), and
+        only the window ends are turned into character offsets, in one vectorised pass."""
+        import numpy as np
+
+        offsets = bt.offsets
+        t = len(offsets) - 1
+        if t == 0:
+            return self._windows(text, [])
+        size, overlap = self.chunk_size, self.chunk_overlap
+        raw = bt.raw
+        if raw is None or t <= size:
+            # ASCII: byte offsets are char offsets and every token starts a new character, so
+            # windows are a plain stride (one window if all tokens fit)
+            stride = size - overlap
+            n_win = 1 if t <= size else 1 - (size - t) // stride  # 1 + ceil((t - size) / stride)
+            first = np.arange(n_win, dtype=np.int64) * stride
+            last = np.minimum(first + size, t)
+            first[0] = 0
+            pos_a = offsets[first]
+            pos_b = offsets[last]
+            if raw is None:
+                return self._strip_windows(text, pos_a.tolist(), pos_b.tolist())
+            got = char_offsets(raw, np.concatenate((pos_a, pos_b)))
+            return self._strip_windows(text, got[:n_win].tolist(), got[n_win:].tolist())
+        # a memoryview reads single offsets as Python ints, much faster than numpy indexing
+        ga, gb = self._byte_window_loop(memoryview(offsets), raw, t)
+        got = char_offsets(raw, np.asarray(ga + gb, dtype=np.int64))
+        k = len(ga)
+        return self._strip_windows(text, got[:k].tolist(), got[k:].tolist())
+
+    def _byte_window_loop(self, offs: Any, raw: bytes, t: int) -> tuple[list[int], list[int]]:
+        """Window start/end byte offsets (each at a lead byte) for a non-ASCII text.
+
+        The loop of :meth:`_windows` with characters compared by their lead byte: token ``k``
+        starts in the character whose first byte is ``lead(offs[k])``; two tokens start in the
+        same character iff the later one starts at a continuation byte and the earlier one at
+        or after that character's lead byte. Hot paths are inlined (this runs once per chunk).
+        """
+        size, overlap = self.chunk_size, self.chunk_overlap
+        n_bytes = len(raw)
+
+        def group_end(k: int) -> int:
+            # first token after k that starts in a later character (bisect_right on chars)
+            e = offs[k] + 1
+            while e < n_bytes and raw[e] & 0xC0 == 0x80:
+                e += 1
+            k += 1
+            while k < t and offs[k] < e:
+                k += 1
+            return k
+
+        ga: list[int] = []
+        gb: list[int] = []
+        i = 0
+        gi = 0  # lead byte of the character where token i starts (0 for the first window)
+        prev_j = 0
+        while True:
+            # window_end(i): at most `size` tokens, never ending inside one character's tokens
+            j = i + size
+            if j >= t:
+                j = t
+            else:
+                g = offs[j]
+                if raw[g] & 0xC0 == 0x80:
+                    while raw[g] & 0xC0 == 0x80:
+                        g -= 1
+                    k = j
+                    while k > i and offs[k - 1] >= g:
+                        k -= 1
+                    j = k if k > i else group_end(i)
+            if j <= prev_j:  # the overlap left no room for a new token: drop it
+                i = prev_j
+                gi = offs[i]
+                while raw[gi] & 0xC0 == 0x80:
+                    gi -= 1
+                j = i + size
+                if j >= t:
+                    j = t
+                else:
+                    g = offs[j]
+                    if raw[g] & 0xC0 == 0x80:
+                        while raw[g] & 0xC0 == 0x80:
+                            g -= 1
+                        k = j
+                        while k > i and offs[k - 1] >= g:
+                            k -= 1
+                        j = k if k > i else group_end(i)
+            prev_j = j
+            ga.append(gi)
+            if j >= t:
+                gb.append(n_bytes)
+                break
+            g = offs[j]
+            while raw[g] & 0xC0 == 0x80:
+                g -= 1
+            gb.append(g)
+            ni = j - overlap
+            if ni <= i:
+                ni = i + 1
+            g = offs[ni]
+            if raw[g] & 0xC0 == 0x80:
+                while raw[g] & 0xC0 == 0x80:
+                    g -= 1
+                if offs[ni - 1] >= g:  # token ni shares its character with token ni - 1
+                    ni = group_end(ni)
+                    g = offs[ni]
+                    while raw[g] & 0xC0 == 0x80:
+                        g -= 1
+            i = ni
+            gi = g
+        return ga, gb
+
     @staticmethod
-    def _window_end(starts: list[int], i: int, size: int) -> int:
+    def _strip_windows(text: str, starts: list[int], ends: list[int]) -> list[Span]:
+        spans: list[Span] = []
+        search = _NONSPACE.search
+        for a, b in zip(starts, ends, strict=True):
+            if a >= b:
+                continue
+            if text[a].isspace():
+                m = search(text, a, b)
+                if m is None:
+                    continue
+                a = m.start()
+            end = a + len(text[a:b].rstrip()) if text[b - 1].isspace() else b
+            if not spans or end > spans[-1][1]:  # skip a window that adds only whitespace
+                if spans and a <= spans[-1][0]:
+                    spans.pop()  # the new window contains the previous chunk entirely
+                spans.append((a, end, None))
+        return spans
+
+    @staticmethod
+    def _window_end(starts: Sequence[int], i: int, size: int) -> int:
+        # linear scans instead of bisect: the runs of tokens sharing a start character are
+        # short, and each read may be a call into the tokenizer (lazy offsets)
         t = len(starts)
         j = i + size
         if j >= t:
             return t
-        j2 = bisect_left(starts, starts[j], i, j)  # do not cut one character's tokens
-        return j2 if j2 > i else bisect_right(starts, starts[i], i)
+        s_j = starts[j]
+        k = j
+        while k > i and starts[k - 1] == s_j:  # do not cut one character's tokens
+            k -= 1
+        if k > i:
+            return k
+        s_i = starts[i]
+        k = i + 1
+        while k < t and starts[k] == s_i:
+            k += 1
+        return k

@@ -460,7 +460,7 @@ class EmbeddingClient:
         if self.cache is not None and todo:
             ns = b.namespace
             keys = [cache_key(ns, utexts[j]) for j in todo]
-            found = await get_runtime().to_thread(self.cache.get_many, keys)
+            found = await self.cache.aget_many(keys)
             if found:
                 if out is None:
                     dim = len(next(iter(found.values())))
@@ -564,7 +564,7 @@ class EmbeddingClient:
         if self.cache is not None and new_rows:
             ns = b.namespace
             items = [(cache_key(ns, utexts[j]), v) for j, v in new_rows]
-            await get_runtime().to_thread(self.cache.put_many, items)
+            await self.cache.aput_many(items)
         failures: dict[int, BaseException] = {}
         if failures_u:
             bad = np.isin(inverse, np.fromiter(failures_u, dtype=np.int64))

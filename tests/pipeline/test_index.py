@@ -292,3 +292,39 @@ def test_cli_end_to_end(tmp_path: Path, sim: SimServer) -> None:
     assert r.returncode == 2
     r = _cli("ingest", str(corpus), "--index", idx, "--embed", "minilm")
     assert r.returncode == 2  # another model than the index was built with
+
+
+def test_inflight_budget_bounds_text_between_split_and_write(
+    tmp_path: Path, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Peak memory must not grow with the corpus: at most _INFLIGHT_CHARS of document text may be
+    between the split stage and the end of its write (one larger batch goes alone). With a tiny
+    budget the ingest still completes, every document lands, and the bound held throughout."""
+    import parallelrag.pipeline.index as index_mod
+
+    limit = 40_000
+    monkeypatch.setattr(index_mod, "_INFLIGHT_CHARS", limit)
+    seen: list[tuple[int, int]] = []
+    real_acquire = index_mod._Budget.acquire
+
+    async def acquire(self: Any, n: int) -> None:
+        await real_acquire(self, n)
+        seen.append((self.used - n, n))  # (held before this batch, this batch)
+
+    monkeypatch.setattr(index_mod._Budget, "acquire", acquire)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for i in range(60):
+        (corpus / f"d{i}.txt").write_text(f"Document {i} talks about item {i}. " * 150)
+    (corpus / "blank.txt").write_text("   \n\n  ")
+    index = Index.open(tmp_path / "idx", embedder=_sim_embedder(sim))
+    report = index.ingest([corpus])
+    assert report.added == 60 and not report.failed
+    assert [Path(p).name for p, _ in report.skipped] == ["blank.txt"]
+    assert len(seen) > 3  # the corpus went through in several batches
+    for before, n in seen:
+        assert before == 0 or before + n <= limit, (before, n)
+    assert any(before > 0 for before, _ in seen)  # batches really overlapped under the bound
+    hits = index.search("Document 37 talks about item 37", k=1, mode="keyword")
+    assert hits and hits[0].source.endswith("d37.txt")
+    index.close()

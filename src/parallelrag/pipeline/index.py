@@ -55,6 +55,11 @@ _FLUSH: tuple[str, str, list[Document], list[str]] = ("", "", [], [])
 # provider's initial token bucket unused (sim log, 1b scenario of benchmarks/pipeline.py). The
 # adaptive limiter still bounds the requests actually in flight.
 _EMBED_WORKERS = 16
+# Document text (characters) between the split stage and the end of its write: the bound that
+# keeps peak memory independent of corpus size (the queues alone bound batches, not bytes, and a
+# lagging writer would otherwise let every queue and worker fill with the largest batches).
+# 4M characters is ~1M tokens in flight: a provider's whole initial bucket at 1M TPM.
+_INFLIGHT_CHARS = 4_000_000
 _WRITE_BATCH = 64
 
 
@@ -79,6 +84,32 @@ def _splitter_signature(splitter: Any) -> str:
     return ";".join(parts)
 
 
+class _Budget:
+    """A counter of units in flight on one event loop; ``acquire`` waits while adding ``n``
+    would pass ``limit`` (one oversized request still goes when nothing else is held)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self, n: int) -> None:
+        while self.used > 0 and self.used + n > self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+
 class _Stopped(Exception):
     """The ingest was cancelled while the loader thread waited on a full queue."""
 
@@ -94,6 +125,11 @@ class Index:
         self.splitter = splitter
         self._sig = hashlib.sha256(_splitter_signature(splitter).encode()).hexdigest()[:16]
         self._ingest_lock = threading.Lock()
+        self._own_cache: EmbeddingCache | None = None
+        # store writes run on one thread of their own: SQLite's and FTS5's allocations then
+        # stay in one malloc arena instead of spreading over the runtime's worker pool (which
+        # made RSS creep with corpus size)
+        self._write_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -121,19 +157,34 @@ class Index:
             raise ConfigError(f"no index at {p} (run `parallelrag ingest` first)")
         if isinstance(embedder, str) or embedder is None:
             embedder = EmbeddingClient.from_url(embedder or saved.get("embedder") or "minilm")
+        own_cache = None
         if cache and embedder.cache is None:
             p.mkdir(parents=True, exist_ok=True)
-            embedder.cache = EmbeddingCache(p / "embeddings.sqlite")
+            embedder.cache = own_cache = EmbeddingCache(p / "embeddings.sqlite")
         model_id = f"{embedder.provider}:{embedder.model}"
         store = EmbeddedStore.open(p, dimension=embedder.dimension, model_id=model_id,
                                    create=create)
         if not cfg_path.exists():
             cfg_path.write_bytes(orjson.dumps({"embedder": embedder.spec, "model_id": model_id},
                                               option=orjson.OPT_INDENT_2))
-        return cls(p, store, embedder, splitter or default_splitter(embedder))
+        index = cls(p, store, embedder, splitter or default_splitter(embedder))
+        index._own_cache = own_cache
+        return index
 
     def close(self) -> None:
+        pool, self._write_pool = self._write_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.store.close()
+        if self._own_cache is not None:
+            self._own_cache.close()
+
+    def _writer(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._write_pool is None:
+            self._write_pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="parallelrag-index-writer"
+            )
+        return self._write_pool
 
     def __enter__(self) -> Index:
         return self
@@ -227,6 +278,8 @@ class Index:
                                           list[str]]] | None] = asyncio.Queue(4)
 
         stop = threading.Event()
+        budget = _Budget(_INFLIGHT_CHARS)
+        held: dict[str, int] = {}  # document source -> its characters held in the budget
 
         def put(item: tuple[str, str, list[Document], list[str]] | None) -> None:
             fut = asyncio.run_coroutine_threadsafe(q_docs.put(item), loop)
@@ -276,13 +329,17 @@ class Index:
             finally:
                 scan_done.set()
 
+        # a split batch is at most a quarter of the in-flight budget, so several overlap
+        batch_chars = min(_SPLIT_BATCH_CHARS, max(1, _INFLIGHT_CHARS // 4))
+        min_chars = min(_SPLIT_MIN_CHARS, batch_chars)
+
         async def split_stage() -> None:
             batch: list[tuple[str, str, list[Document], list[str]]] = []
             chars = 0
             done = False
             item: tuple[str, str, list[Document], list[str]] | None
             while not done:
-                if batch and chars < _SPLIT_MIN_CHARS:
+                if batch and chars < min_chars:
                     # a small batch waits a moment for more documents: a round trip per
                     # tiny batch would keep the provider's initial budget idle
                     try:
@@ -298,13 +355,16 @@ class Index:
                     chars += sum(len(d.text) for d in item[2])
                     # split when the batch is full, or when nothing more is ready (don't stall
                     # the embedder waiting for a full batch)
-                    full = len(batch) >= _SPLIT_BATCH_DOCS or chars >= _SPLIT_BATCH_CHARS
-                    if not full and (not q_docs.empty() or chars < _SPLIT_MIN_CHARS):
+                    full = len(batch) >= _SPLIT_BATCH_DOCS or chars >= batch_chars
+                    if not full and (not q_docs.empty() or chars < min_chars):
                         continue
                 if not batch:
                     continue
                 docs = [(src, h, d, stale if k == 0 else [])
                         for src, h, ds, stale in batch for k, d in enumerate(ds)]
+                for src, _, d, _ in docs:
+                    held[d.source or src] = held.get(d.source or src, 0) + len(d.text)
+                await budget.acquire(chars)
                 texts = [d.text for _, _, d, _ in docs]
                 metas = [dict(d.metadata) for _, _, d, _ in docs]
                 t = time.perf_counter()
@@ -313,6 +373,8 @@ class Index:
                 except Exception as exc:
                     for src, _, _, _ in batch:
                         report.failed.append((src, f"split failed: {exc}"))
+                    for src, _, d, _ in docs:
+                        budget.release(held.pop(d.source or src, 0))
                     split = None
                 stages["split"] += time.perf_counter() - t
                 if split is not None:
@@ -349,8 +411,11 @@ class Index:
                     bad = [failures[i] for i in range(pos, pos + n) if i in failures]
                     if bad:
                         report.failed.append((source, f"embedding failed: {bad[0]}"))
+                        budget.release(held.pop(source, 0))
                     elif rows is not None:
                         out.append((source, h, chunks, rows[pos:pos + n], meta, stale))
+                    else:  # nothing to write for it (no chunks, and the request failed)
+                        budget.release(held.pop(source, 0))
                     pos += n
                 counters["embedded"] += len(texts)
                 report.embedded = tracker.texts_sent
@@ -368,7 +433,7 @@ class Index:
                 items = [(s, h, c, v, m) for s, h, c, v, m, _ in pending]
                 stale = [s for *_, st in pending for s in st]
                 t = time.perf_counter()
-                await rt.to_thread(self._write, items, stale)
+                await loop.run_in_executor(self._writer(), self._write, items, stale)
                 stages["write"] += time.perf_counter() - t
                 for s, _, c, _, _, _ in pending:
                     if s in existing:
@@ -378,6 +443,7 @@ class Index:
                     report.chunks += len(c)
                     counters["chunks"] += len(c)
                     counters["done"] += 1
+                    budget.release(held.pop(s, 0))
                 report.removed += len(stale)
                 report.documents += len(pending)
                 pending.clear()

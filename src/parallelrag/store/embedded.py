@@ -531,12 +531,16 @@ class EmbeddedStore:
             index.apply(_NO_IDS, _NO_VECS.reshape(0, self._dimension), deleted, max_id=max_id, del_seq=del_seq)
 
     def _sync_after_write(self) -> None:
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            self._refresh(conn)
-        finally:
-            conn.execute("COMMIT")
+        """Bring the vector index up to what was just committed, on the writer's own connection:
+        the new rows are still in its page cache, and a thread-local reader here would leave one
+        more connection (and its page cache) behind in every worker thread that ever wrote."""
+        with self._write_lock:
+            conn = self._writer_conn()
+            conn.execute("BEGIN")
+            try:
+                self._refresh(conn)
+            finally:
+                conn.execute("COMMIT")
 
     # ------------------------------------------------------------ properties
     @property

@@ -18,7 +18,6 @@ Run (peers live in their own venv):  /work/main/.bench-venv/bin/python benchmark
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
@@ -98,24 +97,8 @@ def make_graphbit(url: str, model: str, n: int, variant: str) -> Batch:
 
 
 def make_openai(url: str, model: str, n: int, variant: str) -> Batch:
-    import openai
-
-    conc = n if variant == "wide" else 64
-    loop = asyncio.new_event_loop()
-    client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=2)
-    sem = asyncio.Semaphore(conc)
-
-    async def one(p: str) -> str:
-        async with sem:
-            r = await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": p}]
-            )
-        return str(r.choices[0].message.content or "")
-
-    async def many(ps: Sequence[str]) -> list[Any]:
-        return list(await asyncio.gather(*(one(p) for p in ps), return_exceptions=True))
-
-    return lambda ps: loop.run_until_complete(many(ps))
+    run, _ = peers.openai_async_chat_batcher(url, n if variant == "wide" else 64, model)
+    return run
 
 
 def make_langchain(url: str, model: str, n: int, variant: str) -> Batch:

@@ -61,6 +61,7 @@ __all__ = [
     "llamaindex_embed",
     "llamaindex_embedding",
     "llamaindex_ingest",
+    "openai_async_chat_batcher",
     "openai_async_complete_gather",
     "openai_async_embed_gather",
     "openai_sync_client",
@@ -434,6 +435,44 @@ def openai_async_embed_gather(
     return _rows([row for b in out for row in b])
 
 
+def openai_async_chat_batcher(
+    base_url: str,
+    concurrency: int = 64,
+    model: str = CHAT_MODEL,
+    max_retries: int = 2,
+    return_exceptions: bool = True,
+) -> tuple[Callable[[Sequence[str]], list[Any]], Callable[[], None]]:
+    """One ``AsyncOpenAI`` client on an event loop of its own, as ``(run, close)``:
+    ``run(prompts)`` = chat completions + gather under a semaphore, input order, failures as
+    exception objects in place. ``run`` may be called again (its connections stay pooled)."""
+    import openai
+
+    loop = asyncio.new_event_loop()
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=max_retries)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(p: str) -> str:
+        async with sem:
+            r = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": p}]
+            )
+        return str(r.choices[0].message.content or "")
+
+    async def many(prompts: Sequence[str]) -> list[Any]:
+        return list(
+            await asyncio.gather(*(one(p) for p in prompts), return_exceptions=return_exceptions)
+        )
+
+    def run(prompts: Sequence[str]) -> list[Any]:
+        return loop.run_until_complete(many(prompts))
+
+    def close() -> None:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+    return run, close
+
+
 def openai_async_complete_gather(
     base_url: str,
     prompts: Sequence[str],
@@ -443,31 +482,13 @@ def openai_async_complete_gather(
     return_exceptions: bool = True,
 ) -> list[str | BaseException]:
     """``AsyncOpenAI`` chat completions + gather under a semaphore; input order; failures as
-    exception objects in place (``return_exceptions=True``)."""
-    import openai
-
-    async def go() -> list[str | BaseException]:
-        client = openai.AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=max_retries)
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(p: str) -> str:
-            async with sem:
-                r = await client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": p}]
-                )
-            return str(r.choices[0].message.content or "")
-
-        try:
-            return list(
-                await asyncio.gather(
-                    *(one(p) for p in prompts), return_exceptions=return_exceptions
-                )
-            )
-        finally:
-            await client.close()
-
-    result: list[str | BaseException] = _run(go)
-    return result
+    exception objects in place (``return_exceptions=True``). One call, one client."""
+    run, close = openai_async_chat_batcher(base_url, concurrency, model, max_retries,
+                                           return_exceptions)
+    try:
+        return run(prompts)
+    finally:
+        close()
 
 
 # -------------------------------------------------------------------------------- LangChain

@@ -200,42 +200,35 @@ class TokenSplitter(Splitter):
                 k += 1
             return k
 
+        def window_end(i: int) -> int:
+            """At most ``size`` tokens from token ``i``, never ending inside one character's
+            tokens (one call per window, not per token)."""
+            j = i + size
+            if j >= t:
+                return t
+            g = offs[j]
+            if raw[g] & 0xC0 != 0x80:
+                return j
+            while raw[g] & 0xC0 == 0x80:
+                g -= 1
+            k = j
+            while k > i and offs[k - 1] >= g:
+                k -= 1
+            return k if k > i else group_end(i)
+
         ga: list[int] = []
         gb: list[int] = []
         i = 0
         gi = 0  # lead byte of the character where token i starts (0 for the first window)
         prev_j = 0
         while True:
-            # window_end(i): at most `size` tokens, never ending inside one character's tokens
-            j = i + size
-            if j >= t:
-                j = t
-            else:
-                g = offs[j]
-                if raw[g] & 0xC0 == 0x80:
-                    while raw[g] & 0xC0 == 0x80:
-                        g -= 1
-                    k = j
-                    while k > i and offs[k - 1] >= g:
-                        k -= 1
-                    j = k if k > i else group_end(i)
+            j = window_end(i)
             if j <= prev_j:  # the overlap left no room for a new token: drop it
                 i = prev_j
                 gi = offs[i]
                 while raw[gi] & 0xC0 == 0x80:
                     gi -= 1
-                j = i + size
-                if j >= t:
-                    j = t
-                else:
-                    g = offs[j]
-                    if raw[g] & 0xC0 == 0x80:
-                        while raw[g] & 0xC0 == 0x80:
-                            g -= 1
-                        k = j
-                        while k > i and offs[k - 1] >= g:
-                            k -= 1
-                        j = k if k > i else group_end(i)
+                j = window_end(i)
             prev_j = j
             ga.append(gi)
             if j >= t:

@@ -191,3 +191,62 @@ def test_clean_exit_no_warnings(sim: SimServer, tmp_path: Any) -> None:
     assert "(2, 4)" in proc.stdout
     for bad in ("Task was destroyed", "Unclosed", "never awaited", "Traceback"):
         assert bad not in proc.stderr, proc.stderr
+
+
+_LOOP_SCRIPT = """
+import asyncio, os, sys, threading
+from parallelrag import EmbeddingClient, LlmClient
+from parallelrag.runtime import get_runtime, run_sync
+url = sys.argv[1]
+loop = get_runtime().loop
+print("loop", type(loop).__module__.split(".")[0])
+emb = EmbeddingClient.openai("m", base_url=url, api_key="sk-x", dimensions=4)
+llm = LlmClient.openai("m", base_url=url, api_key="sk-x")
+shapes = []
+ts = [threading.Thread(target=lambda: shapes.append(emb.embed_many(["a", "b", "c"]).shape))
+      for _ in range(16)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("threads", len(shapes), set(shapes))
+async def inside():  # a sync call from inside a running loop, and the async twin
+    return llm.complete("ping"), await llm.acomplete("pong")
+print("inside", asyncio.run(inside()) == (llm.complete("ping"), llm.complete("pong")))
+out = llm.complete_many([f"q{i}" for i in range(50)])
+print("ordered", out == [llm.complete(f"q{i}") for i in range(50)])
+pid = os.fork()
+if pid == 0:
+    ok = get_runtime().loop is not loop and emb.embed("x").shape == (4,)
+    os._exit(0 if ok else 3)
+print("fork", os.waitpid(pid, 0)[1] == 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("choice", ["asyncio", "uvloop", "auto"])
+def test_each_event_loop_choice_runs_the_clients(sim: SimServer, choice: str) -> None:
+    """PARALLELRAG_LOOP picks the runtime's loop; the clients work the same on each: 16
+    threads, a sync call inside asyncio.run, an ordered batch and a fork."""
+    uvloop_here = True
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        uvloop_here = False
+    if choice == "uvloop" and not uvloop_here:
+        pytest.skip("uvloop is not installed on this platform")
+    env = dict(os.environ, PARALLELRAG_LOOP=choice)
+    proc = subprocess.run([sys.executable, "-c", _LOOP_SCRIPT, sim.url], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    want = "asyncio" if choice == "asyncio" or not uvloop_here else "uvloop"
+    assert f"loop {want}" in proc.stdout
+    assert "threads 16 {(3, 4)}" in proc.stdout
+    for line in ("inside True", "ordered True", "fork True"):
+        assert line in proc.stdout, proc.stdout
+
+
+def test_unknown_event_loop_choice_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parallelrag.errors import ConfigError
+
+    monkeypatch.setenv("PARALLELRAG_LOOP", "trio")
+    with pytest.raises(ConfigError, match="PARALLELRAG_LOOP"):
+        runtime.new_loop()

@@ -141,3 +141,32 @@ def test_benchmark_inputs_give_the_general_engine_chunks() -> None:
             spans = _char_spans_general(text, 0, len(text), sp._seps, 1000, units)
             assert sp._spans(text) == spans
             assert sp.split_text(text) == Splitter._build(text, spans, None)
+
+
+@SETTINGS
+@given(docs=st.lists(st.one_of(texts, nl_texts), max_size=8), so=sizes,
+       cls=st.sampled_from([CharacterSplitter, RecursiveSplitter]))
+def test_split_many_fast_path_equals_the_base_path(
+    docs: list[str], so: tuple[int, int], cls: type[Splitter]
+) -> None:
+    """``split_many`` builds chunks in the engine (no metadata): the same chunks as the base
+    path (spans, then chunks) and as ``split_text`` of each text."""
+    size, units = so
+    sp = cls(size, units)  # type: ignore[call-arg]
+    fast = sp.split_many(docs)
+    base = Splitter.split_many(sp, docs)
+    assert fast == base
+    assert fast == [sp.split_text(d) for d in docs]
+
+
+def test_more_chunks_than_the_first_block_holds() -> None:
+    # the first block of chunk objects is sized from the text's length; many short paragraphs
+    # give far more chunks than that estimate, so further blocks follow
+    text = ("x" * 30 + "\n\n") * 600  # a 50-character window holds one cut, at 30
+    sp = CharacterSplitter(50, 0)
+    chunks = sp.split_many([text, "x", " ", text[:10]])
+    assert len(chunks[0]) == 600 > len(text) // 50 + 2  # past the first block's estimate
+    assert [len(c) for c in chunks] == [len(sp.split_text(text)), 1, 0, 1]
+    assert chunks[0] == Splitter.split_many(sp, [text])[0]
+    assert all(c.text == text[c.start : c.end] for c in chunks[0])
+    assert [c.index for c in chunks[0]] == list(range(len(chunks[0])))

@@ -30,7 +30,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 __all__ = ["IDLE_TIMEOUT_S", "Headers", "IncompleteResponse", "Pool", "Response"]
@@ -96,8 +96,8 @@ class _Conn(asyncio.Protocol):
 
     # ------------------------------------------------------------------ protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.fut is None:  # bytes while idle: the connection is not in a known state

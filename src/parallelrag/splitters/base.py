@@ -516,6 +516,10 @@ def _para_engine(
     prev_b = lo
     s = lo
     i = cap = 0
+    # the first block of chunk objects holds about as many as the text will give (a short text
+    # needs one or two; blocks of 64 follow where the estimate falls short)
+    first = (hi - lo) // (chunk_size - units if chunk_size > units else 1) + 2
+    block = first if first < 64 else 64
     while s < hi:
         if text[s] in space:
             m = search(text, s, hi)
@@ -546,8 +550,9 @@ def _para_engine(
                     x = q + 1
                     if build:
                         if i == cap:  # chunk objects are made in blocks (a C loop)
-                            out += map(new, repeat(chunk_cls, 64))
-                            cap += 64
+                            out += map(new, repeat(chunk_cls, block))
+                            cap += block
+                            block = 64
                         c = out[i]
                         c.text = text[s:b]
                         c.start = s
@@ -681,8 +686,9 @@ def _para_engine(
             if b > s:
                 if build:
                     if i == cap:
-                        out += map(new, repeat(chunk_cls, 64))
-                        cap += 64
+                        out += map(new, repeat(chunk_cls, block))
+                        cap += block
+                        block = 64
                     c = out[i]
                     c.text = text[s:b]
                     c.start = s
@@ -1276,6 +1282,34 @@ class LevelSplitter(Splitter):
             )
             return chunks
         return super().split_text(text, metadata)
+
+    def split_many(
+        self,
+        texts: Sequence[str],
+        workers: int | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[list[Chunk]]:
+        if (
+            metadatas is None
+            and self._para
+            and _FAST_CHUNKS
+            and self.length.is_chars
+            and type(self)._spans is LevelSplitter._spans
+            and self._parallel_threshold() >= _NEVER
+        ):
+            # in-process by design (see ``_cheap_per_char``): the chunks straight from the
+            # engine, as :meth:`split_text` makes them
+            texts = list(texts)
+            for t in texts:
+                if type(t) is not str:
+                    raise TypeError(f"texts must be str, not {type(t).__name__}")
+            seps, size, units = self._seps, self.chunk_size, self.chunk_overlap
+            return [
+                _para_engine(t, 0, len(t), seps, size, units, True)
+                if t and not t.isspace() else []
+                for t in texts
+            ]
+        return super().split_many(texts, workers, metadatas)
 
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():

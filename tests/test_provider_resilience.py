@@ -23,8 +23,10 @@ def client(srv: SimServer, model: str = "m", **kw: object) -> EmbeddingClient:
 
 def test_retry_honours_retry_after(make_sim: Callable[..., SimServer]) -> None:
     # bucket of one request refilled every 2 s: the second of two concurrent calls gets a 429
-    # whose Retry-After is ~2 s; its retry must not come sooner.
-    srv = make_sim(latency=0.0, rpm=30, rate_window_s=2.0)
+    # whose Retry-After is ~2 s; its retry must not come sooner. The 300 ms latency keeps the
+    # first request open while the second goes out: with an instant answer the client could
+    # read "remaining: 0" from it first and (rightly) hold the second back, so no 429 at all.
+    srv = make_sim(latency=0.3, rpm=30, rate_window_s=2.0)
     emb = client(srv, "retry-after")
     out: list[object] = []
     ts = [threading.Thread(target=lambda i=i: out.append(emb.embed(f"t{i}"))) for i in range(2)]

@@ -5,7 +5,9 @@ window); 200 prompts per call. Every case runs in a fresh subprocess of its own 
 calls with one client object: **cold** (the first call of a new process: no connections, nothing
 learned) and **warm** (the same client again: pooled connections, limits learned). Each case uses
 its own model name, so the answers differ per case; the sim's rate bucket is refilled and its
-counters reset before every call.
+counters reset before every call. Before the first case, one unreported batch from a throwaway
+process warms the sim itself (its first burst of fresh connections is slower, which used to
+land on whichever case ran first).
 
 ideal = the latency when all requests run at once, or the RPM bound if that is longer:
 ``latency + max(0, n - bucket) / (rpm / 60)``. ratio = ideal / wall (1.0 = perfect).
@@ -118,9 +120,57 @@ def make_langchain(url: str, model: str, n: int, variant: str) -> Batch:
     return run
 
 
+def make_floor(url: str, model: str, n: int, variant: str) -> Batch:
+    """Not a client: about the least a Python process can do against this server. One raw
+    socket per request on uvloop (kept open for the warm call), the request bytes written in
+    one go, the answer read by its content-length; no retries, limits, errors or parsing
+    beyond the answer. Between this row and the ideal lies mostly the server's (and kernel's)
+    own time on these 2 cores; a native client (GraphBit's Rust) can still open its connections
+    for less CPU than Python's socket layer."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import orjson
+    import uvloop
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = parts.path.rstrip("/") + "/chat/completions"
+    loop = uvloop.new_event_loop()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    def request_bytes(p: str) -> bytes:
+        body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": p}]})
+        return (f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
+                f"authorization: Bearer {KEY}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+    async def one(req: bytes) -> str:
+        if idle:
+            reader, writer = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        idle.append((reader, writer))
+        return str(orjson.loads(body)["choices"][0]["message"]["content"])
+
+    def run(ps: Sequence[str]) -> list[Any]:
+        reqs = [request_bytes(p) for p in ps]  # timed too: every client builds its requests
+
+        async def many() -> list[Any]:
+            return list(await asyncio.gather(*(one(r) for r in reqs), return_exceptions=True))
+
+        return loop.run_until_complete(many())
+
+    return run
+
+
 MAKERS: dict[str, Callable[[str, str, int, str], Batch]] = {
     "parallelrag": make_parallelrag, "graphbit": make_graphbit,
-    "openai": make_openai, "langchain": make_langchain,
+    "openai": make_openai, "langchain": make_langchain, "floor": make_floor,
 }
 
 # (row name, system, variant, model name)
@@ -133,6 +183,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("openai AsyncOpenAI + gather (semaphore n)", "openai", "wide", "oa-wide"),
     ("LangChain ChatOpenAI.batch (defaults)", "langchain", "default", "lc-default"),
     ("LangChain ChatOpenAI.batch (max_concurrency=n)", "langchain", "wide", "lc-wide"),
+    ("reference: raw sockets on uvloop, no client", "floor", "wide", "floor"),
 ]
 
 
@@ -208,6 +259,10 @@ def main() -> None:
     cases = [c for c in CASES if args.only.lower() in c[0].lower()]
     rows: list[Row] = []
     with SimProcess(SimConfig(latency=latency, rpm=rpm)) as srv:
+        # The sim's own first burst of n fresh connections is slow (its handlers, buffers and
+        # code paths warm up): whichever case ran first lost 30-60 ms of its cold call to that.
+        # One unreported batch from a throwaway process warms the server for every case.
+        run_case("warm-up", "parallelrag", "wide", "warm-up", srv.url, n, rpm)
         for name, system, variant, model in cases:
             got = run_case(name, system, variant, model, srv.url, n, rpm)
             rows.extend(got)

@@ -250,3 +250,25 @@ def test_unknown_event_loop_choice_is_a_config_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PARALLELRAG_LOOP", "trio")
     with pytest.raises(ConfigError, match="PARALLELRAG_LOOP"):
         runtime.new_loop()
+
+
+def test_runtime_starts_with_the_client_and_settles_the_heap() -> None:
+    """Constructing a client starts the runtime (loop thread) and runs the one full collection
+    a fresh process owes the GC, so neither lands inside the first call."""
+    script = (
+        "import gc, threading\n"
+        "from parallelrag import LlmClient, runtime\n"
+        "full = []\n"
+        "gc.callbacks.append(lambda ph, info: ph == 'start' and info['generation'] == 2"
+        " and full.append(1))\n"
+        "assert runtime._runtime is None\n"
+        "LlmClient.openai('m', base_url='http://127.0.0.1:9/v1', api_key='sk-x')\n"
+        "names = [t.name for t in threading.enumerate()]\n"
+        "print('runtime', runtime._runtime is not None, 'parallelrag-runtime' in names)\n"
+        "print('full collections', len(full))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime True True" in proc.stdout
+    assert "full collections 1" in proc.stdout

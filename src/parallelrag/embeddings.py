@@ -256,6 +256,7 @@ class EmbeddingClient:
         self._calls = 0
         self._texts = 0
         self._cache_hits = 0
+        get_runtime()  # the runtime starts with the client, not inside its first call
 
     # ------------------------------------------------------------------ constructors
     @classmethod

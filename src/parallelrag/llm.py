@@ -353,6 +353,9 @@ class LlmClient:
         self._default_completion = (
             DEFAULT_COMPLETION_ESTIMATE if isinstance(dialect, OpenAIChat) else 1024
         )
+        # start the process's runtime (loop thread, event loop) with the client, not inside
+        # its first call
+        get_runtime()
 
     # ------------------------------------------------------------------ constructors
     @classmethod

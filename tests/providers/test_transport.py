@@ -302,3 +302,63 @@ def test_aiohttp_fallback_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     with SimServer() as srv:
         llm = LlmClient.openai("fallback-model", base_url=srv.url, api_key="sk-test")
         assert llm.complete("hello there") == sim_reply("fallback-model", "hello there")
+
+
+async def test_response_header_block_parsing(pool: Pool) -> None:
+    head = ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A:  b  c \t\r\nno colon here\r\n"
+            " X-Folded: y\r\nEmpty:\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n"
+            "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n{}")
+
+    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(head.encode())
+        return True
+
+    async with Scripted(h) as srv:
+        r = await pool.request("GET", srv.url, {}, None)
+    assert r.status == 200 and r.body == b"{}"
+    # names lower-cased, values stripped (case kept), repeats joined, colon-less lines skipped
+    assert dict(r.headers) == {
+        "content-length": "2", "x-a": "b  c", "x-folded": "y", "empty": "",
+        "set-cookie": "a=1, b=2", "retry-after": "Wed, 21 Oct 2015 07:28:00 GMT",
+    }
+    assert r.headers.get("Retry-After") == "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+async def test_request_line_is_parsed_once_and_checked(pool: Pool) -> None:
+    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(ok(b"%d" % i))
+        return True
+
+    async with Scripted(h) as srv:
+        for method in ("POST", "PUT", "POST"):
+            await pool.request(method, srv.url + "?a=1", {"x-k": "v"}, b"{}")
+        assert [q.split(b"\r\n", 1)[0] for q in srv.requests] == [
+            b"POST /v1/x?a=1 HTTP/1.1", b"PUT /v1/x?a=1 HTTP/1.1", b"POST /v1/x?a=1 HTTP/1.1"]
+        assert all(b"\r\nhost: 127.0.0.1:" in q and b"\r\nx-k: v\r\n" in q for q in srv.requests)
+        # a line break in the URL never reaches the wire as a header line
+        await pool.request("POST", srv.url + "\r\nx-evil: 1", {}, b"")
+        assert b"\r\nx-evil" not in srv.requests[-1]
+    with pytest.raises(ValueError, match="scheme"):
+        await pool.request("POST", "ftp://127.0.0.1:9/x", {}, b"")
+
+
+def test_small_json_bodies_are_held_at_their_size() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from parallelrag.providers.http import json_bytes
+
+    payload = {"model": "m", "messages": [{"role": "user", "content": "q 1"}]}
+    big = {"input": ["x" * 50_000]}
+    assert json_bytes(payload) == orjson.dumps(payload) and json_bytes(big) == orjson.dumps(big)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [json_bytes(payload) for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 200
+    # orjson's own buffer is 4 KiB per body (800 KiB for these); at their size: < 40 KiB
+    assert held < 40_000, held

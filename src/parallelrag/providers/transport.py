@@ -25,6 +25,7 @@ maps onto the hierarchy: :class:`TimeoutError`, :class:`ConnectionError` / :clas
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import zlib
@@ -43,6 +44,10 @@ MAX_HEADER_BYTES = 256 * 1024
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _EOF, _DONE = range(8)
 
 
+# one header line after a CRLF: the name, then the value without surrounding blanks
+_HEADER_LINE = re.compile(r"\r\n([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*(?=\r\n|$)")
+
+
 class IncompleteResponse(Exception):
     """The response was cut off or could not be parsed."""
 
@@ -54,7 +59,10 @@ class Headers(dict[str, str]):
     __slots__ = ()
 
     def get(self, key: str, default: Any = None) -> Any:
-        return dict.get(self, key.lower(), default)
+        v = dict.get(self, key)  # callers mostly ask with lower-case names already
+        if v is None:
+            v = dict.get(self, key.lower(), default)
+        return v
 
     def __getitem__(self, key: str) -> str:
         return dict.__getitem__(self, key.lower())
@@ -284,25 +292,26 @@ class _Conn(asyncio.Protocol):
 
     def _head(self, raw: bytes) -> None:
         text = raw.decode("latin-1")
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ", 2)
+        nl = text.find("\r\n")
+        status_line = text if nl < 0 else text[:nl]
+        parts = status_line.split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-            raise IncompleteResponse(f"malformed status line {lines[0][:60]!r}")
+            raise IncompleteResponse(f"malformed status line {status_line[:60]!r}")
         try:
             status = int(parts[1])
         except ValueError:
-            raise IncompleteResponse(f"malformed status line {lines[0][:60]!r}") from None
+            raise IncompleteResponse(f"malformed status line {status_line[:60]!r}") from None
         if 100 <= status < 200 and status != 101:  # interim response: the real one follows
             return
-        headers = Headers()
-        for line in lines[1:]:
-            k, sep, v = line.partition(":")
-            if not sep:
-                continue
-            k = k.strip().lower()
-            v = v.strip()
-            old = dict.get(headers, k)
-            dict.__setitem__(headers, k, v if old is None else f"{old}, {v}")
+        # "name: value" lines in one C-level pass; names lower-cased, values stripped
+        pairs = _HEADER_LINE.findall(text, len(status_line))
+        headers = Headers({k.strip().lower(): v for k, v in pairs})
+        if len(headers) != len(pairs):  # a repeated header: join its values with ", "
+            headers = Headers()
+            for k, v in pairs:
+                k = k.strip().lower()
+                old = dict.get(headers, k)
+                dict.__setitem__(headers, k, v if old is None else f"{old}, {v}")
         self.status = status
         self.headers = headers
         conn = (dict.get(headers, "connection") or "").lower()
@@ -361,9 +370,39 @@ class Pool:
         self._idle: dict[_Key, deque[_Conn]] = {}
         self._busy: set[_Conn] = set()
         self._ssl: ssl.SSLContext | None = None
+        self._targets: dict[tuple[str, str], tuple[_Key, str]] = {}
         self._ua = user_agent
         self.connections_opened = 0
         self.closed = False
+
+    def _target(self, method: str, url: str) -> tuple[_Key, str]:
+        """The pool key of ``url`` and the fixed lines of a request to it (request line, host,
+        accept-encoding, user-agent), parsed once per (method, URL) and kept (a few hundred
+        at most: a client talks to a handful of endpoints)."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"unsupported URL scheme {scheme!r}")
+        host = parts.hostname or ""
+        if not host:
+            raise ValueError("URL has no host")
+        port = parts.port or (443 if scheme == "https" else 80)
+        key: _Key = (scheme, host, port)
+        target = parts.path or "/"
+        if parts.query:
+            target = f"{target}?{parts.query}"
+        host_hdr = host if ":" not in host else f"[{host}]"
+        if parts.port is not None and parts.port != (443 if scheme == "https" else 80):
+            host_hdr = f"{host_hdr}:{port}"
+        for part in (method, target, host_hdr):
+            if "\r" in part or "\n" in part:
+                raise ValueError(f"line break in the request line: {part[:40]!r}")
+        first = (f"{method} {target} HTTP/1.1\r\nhost: {host_hdr}\r\n"
+                 f"accept-encoding: gzip, deflate\r\nuser-agent: {self._ua}")
+        if len(self._targets) >= 256:
+            self._targets.clear()
+        self._targets[(method, url)] = (key, first)
+        return key, first
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -423,23 +462,12 @@ class Pool:
         """Send one request and read the whole response."""
         if self.closed:
             raise ConnectionError("the HTTP pool is closed")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ValueError(f"unsupported URL scheme {scheme!r}")
-        host = parts.hostname or ""
-        if not host:
-            raise ValueError("URL has no host")
-        port = parts.port or (443 if scheme == "https" else 80)
-        key: _Key = (scheme, host, port)
-        target = parts.path or "/"
-        if parts.query:
-            target = f"{target}?{parts.query}"
-        host_hdr = host if ":" not in host else f"[{host}]"
-        if parts.port is not None and parts.port != (443 if scheme == "https" else 80):
-            host_hdr = f"{host_hdr}:{port}"
-        lines = [f"{method} {target} HTTP/1.1", f"host: {host_hdr}",
-                 "accept-encoding: gzip, deflate", f"user-agent: {self._ua}"]
+        target_key = (method, url)
+        known = self._targets.get(target_key)
+        if known is None:
+            known = self._target(method, url)
+        key, first = known
+        lines = [first]
         if body is not None:
             lines.append(f"content-length: {len(body)}")
         for k, v in headers.items():

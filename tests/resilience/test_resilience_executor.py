@@ -4,6 +4,7 @@ usage accounting, heavy concurrency, and the shared registry."""
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import time
 from collections.abc import Iterator
@@ -174,8 +175,17 @@ async def test_cancellation_releases_the_slot_and_does_not_retry() -> None:
     assert await asyncio.wait_for(r.execute(Script()), 1) == "ok"  # the slot is free again
 
 
+class _TopOfRange(random.Random):
+    """Full jitter that always draws the top of its range (a deterministic backoff)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_cancellation_during_backoff() -> None:
     r = make(retry=RetryPolicy(base_delay_s=5.0, max_delay_s=5.0))
+    # full jitter could draw a backoff under the 50 ms this test waits (it did, ~1 run in 100)
+    r._rng = _TopOfRange()
     att = Script(*[ServerError("500", status_code=500) for _ in range(3)])
     task = asyncio.create_task(r.execute(att))
     await asyncio.sleep(0.05)

@@ -362,3 +362,20 @@ def test_small_json_bodies_are_held_at_their_size() -> None:
     assert len(kept) == 200
     # orjson's own buffer is 4 KiB per body (800 KiB for these); at their size: < 40 KiB
     assert held < 40_000, held
+
+
+@pytest.mark.parametrize("what,reply", [
+    ("response header block", b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 300_000),
+    ("chunk size line", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"f" * 5000),
+    ("trailer line", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nx-t: "
+     + b"b" * 300_000),
+])
+async def test_endless_lines_are_refused_not_buffered(pool: Pool, what: str, reply: bytes) -> None:
+    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(reply)  # ... and the line never ends; the connection stays open
+        await asyncio.sleep(2)
+        return False
+
+    async with Scripted(h) as srv:
+        with pytest.raises(IncompleteResponse, match=f"{what} longer than"):
+            await asyncio.wait_for(pool.request("GET", srv.url, {}, None), 1.5)

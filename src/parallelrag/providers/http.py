@@ -190,7 +190,6 @@ def json_bytes(obj: Any) -> bytes:
     return bytes(memoryview(data)) if len(data) < 16384 else data
 
 
-
 async def request(
     method: str,
     url: str,

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ..config import Secret, Timeouts, env, secret_from
 from ..errors import BadRequestError, ConfigError, ResponseError
@@ -29,10 +28,6 @@ def sanitize_text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _dumps(payload: Any) -> bytes:
-    return orjson.dumps(payload)
 
 
 class OpenAICompat:

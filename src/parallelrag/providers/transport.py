@@ -220,10 +220,8 @@ class _Conn(asyncio.Protocol):
         while True:
             st = self.state
             if st == _HEAD:
-                i = buf.find(b"\r\n\r\n")
+                i = _find_within(buf, b"\r\n\r\n", MAX_HEADER_BYTES, "response header block")
                 if i < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise IncompleteResponse("response header block too large")
                     return
                 self._head(bytes(buf[:i]))
                 del buf[: i + 4]
@@ -239,10 +237,8 @@ class _Conn(asyncio.Protocol):
                 self._finish()
                 return
             elif st == _CHUNK_SIZE:
-                i = buf.find(b"\r\n")
+                i = _find_within(buf, b"\r\n", 4096, "chunk size line")
                 if i < 0:
-                    if len(buf) > 4096:
-                        raise IncompleteResponse("malformed chunk size line")
                     return
                 line = bytes(buf[:i]).split(b";", 1)[0].strip()
                 del buf[: i + 2]
@@ -272,10 +268,8 @@ class _Conn(asyncio.Protocol):
                 del buf[:2]
                 self.state = _CHUNK_SIZE
             elif st == _TRAILER:
-                i = buf.find(b"\r\n")
+                i = _find_within(buf, b"\r\n", MAX_HEADER_BYTES, "trailer line")
                 if i < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise IncompleteResponse("trailer block too large")
                     return
                 del buf[: i + 2]
                 if i == 0:  # the empty line ends the trailers
@@ -341,6 +335,15 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.body = bytearray()
         self.state = _EOF
+
+
+def _find_within(buf: bytearray, sep: bytes, limit: int, what: str) -> int:
+    """Where ``sep`` starts in ``buf``, or -1 to wait for more bytes; a buffer past ``limit``
+    without it is a broken response."""
+    i = buf.find(sep)
+    if i < 0 and len(buf) > limit:
+        raise IncompleteResponse(f"{what} longer than {limit} bytes")
+    return i
 
 
 def _decode(encoding: str, body: bytes) -> bytes:

@@ -2,11 +2,15 @@
 lengths, windows placed on UTF-8 byte offsets, only window ends mapped to characters.
 
 Every test compares against an independent reference: token start offsets computed one token at
-a time from ``encode_ordinary`` + ``decode_single_token_bytes``, and the character-offset window
-loop (``TokenSplitter._windows``) that the byte loop must reproduce exactly."""
+a time from tiktoken's ``encode_ordinary`` + ``decode_single_token_bytes``, and the
+character-offset window loop (``TokenSplitter._windows``) that the byte loop must reproduce
+exactly. Tests that take ``engine`` run on both cl100k engines (fastokens, the default where it
+is installed, and tiktoken), so the fastokens engine is checked token for token against
+tiktoken."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
 
@@ -32,6 +36,20 @@ from ._checks import check_chunks
 from .test_splitter_properties import PIECES, texts
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# both engines where fastokens is installed (a test below requires it where it has wheels)
+ENGINES = ["tiktoken"] + (["fastokens"] if importlib.util.find_spec("fastokens") else [])
+engines = pytest.mark.parametrize("engine", ENGINES)
+
+
+def _cl100k(engine: str) -> _TiktokenLength:
+    length = _TiktokenLength("cl100k", engine)
+    length.load()
+    return length
+
+
+def _splitter(size: int, overlap: int, engine: str) -> TokenSplitter:
+    return TokenSplitter(size, overlap, length=_cl100k(engine))
 
 
 def _reference_starts(text: str) -> list[int]:
@@ -61,53 +79,57 @@ def _spans(splitter: TokenSplitter, text: str) -> list[tuple[int, int]]:
     return [(c.start, c.end) for c in splitter.split_text(text)]
 
 
+@engines
 @SETTINGS
 @given(text=texts)
-def test_token_starts_match_one_token_at_a_time(text: str) -> None:
-    length = resolve_length("cl100k")
+def test_token_starts_match_one_token_at_a_time(engine: str, text: str) -> None:
+    length = _cl100k(engine)
     assert length.token_starts(text) == _reference_starts(text)
 
 
 sizes = st.integers(1, 40).flatmap(lambda s: st.tuples(st.just(s), st.integers(0, s - 1)))
 
 
+@engines
 @SETTINGS
 @given(text=texts, so=sizes)
-def test_byte_windows_equal_char_windows(text: str, so: tuple[int, int]) -> None:
+def test_byte_windows_equal_char_windows(engine: str, text: str, so: tuple[int, int]) -> None:
     size, overlap = so
-    splitter = TokenSplitter(size, overlap, "cl100k")
+    splitter = _splitter(size, overlap, engine)
     assert _spans(splitter, text) == _reference_spans(splitter, text)
 
 
+@engines
 @pytest.mark.parametrize("size,overlap", [(1, 0), (2, 1), (3, 2), (4, 3), (5, 0), (7, 3), (64, 8)])
-def test_multi_token_characters(size: int, overlap: int) -> None:
+def test_multi_token_characters(engine: str, size: int, overlap: int) -> None:
     # emoji, ZWJ sequences, random CJK and combining marks: cl100k splits many of these
     # characters into several byte tokens, so windows end inside characters all the time
     rng = random.Random(size * 100 + overlap)
     alphabet = ["😀", "👩‍👩‍👧", "鷇", "垥", "禴", "e\u0301", "\u0301", "ﬁ", " ", "\n", "a", "\ud800"]
     for _ in range(40):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 200)))
-        splitter = TokenSplitter(size, overlap, "cl100k")
+        splitter = _splitter(size, overlap, engine)
         chunks = splitter.split_text(text)
         check_chunks(splitter, text, chunks)
         assert [(c.start, c.end) for c in chunks] == _reference_spans(splitter, text)
 
 
-def test_special_token_text_is_ordinary_text() -> None:
+@engines
+def test_special_token_text_is_ordinary_text(engine: str) -> None:
     text = "a <|endoftext|> b <|fim_prefix|><|endofprompt|> c " * 20
-    length = resolve_length("cl100k")
-    assert isinstance(length, _TiktokenLength)
+    length = _cl100k(engine)
     bt = length.byte_tokens(text)
     n_tokens = len(_load_cl100k().encode_ordinary(text))
     assert len(bt.offsets) == n_tokens + 1
+    assert length(text) == n_tokens
     assert length.token_starts(text) == _reference_starts(text)
-    splitter = TokenSplitter(8, 2, "cl100k")
+    splitter = TokenSplitter(8, 2, length=length)
     assert _spans(splitter, text) == _reference_spans(splitter, text)
 
 
-def test_byte_tokens_offsets() -> None:
-    length = resolve_length("cl100k")
-    assert isinstance(length, _TiktokenLength)
+@engines
+def test_byte_tokens_offsets(engine: str) -> None:
+    length = _cl100k(engine)
     text = "héllo wörld 中文 😀\ud800x"
     bt = length.byte_tokens(text)
     assert bt.text == text.replace("\ud800", "\ufffd")
@@ -132,7 +154,8 @@ def test_char_offsets() -> None:
     assert char_offsets(b"", [0]).tolist() == [0]
 
 
-def test_large_text_pieces_match_whole_encode() -> None:
+@engines
+def test_large_text_pieces_match_whole_encode(engine: str) -> None:
     # long enough to be cut into pieces encoded in threads
     rng = random.Random(7)
     # ".\n" and "。\n\n" are single pre-tokens: a cut between their characters would change
@@ -141,9 +164,9 @@ def test_large_text_pieces_match_whole_encode() -> None:
     words += ["end.\nnext", "句子。\n\n下", "字，字", "x\ny", "a\r\nb"]
     text = " ".join(rng.choice(words) for _ in range(_TIKTOKEN_PIECE_CHARS))
     assert len(text) >= _TIKTOKEN_PIECE_CHARS * 2
-    length = resolve_length("cl100k")
+    length = _cl100k(engine)
     assert length.token_starts(text) == _reference_starts(text)
-    splitter = TokenSplitter(256, 32, "cl100k")
+    splitter = TokenSplitter(256, 32, length=length)
     chunks = splitter.split_text(text)
     check_chunks(splitter, text, chunks)
     assert [(c.start, c.end) for c in chunks] == _reference_spans(splitter, text)
@@ -164,24 +187,26 @@ def test_piece_cuts_keep_the_whole_text_encode() -> None:
         assert [t for p in pieces for t in p] == enc.encode_ordinary(text), (text, cuts)
 
 
-def test_large_ascii_stride_path() -> None:
+@engines
+def test_large_ascii_stride_path(engine: str) -> None:
     text = "".join(f"word{i} " + ("\n" if i % 17 == 0 else "") for i in range(60_000))
     assert text.isascii() and len(text) >= _TIKTOKEN_PIECE_CHARS * 2
     for size, overlap in [(256, 32), (100, 0), (7, 6)]:
-        splitter = TokenSplitter(size, overlap, "cl100k")
+        splitter = _splitter(size, overlap, engine)
         chunks = splitter.split_text(text)
         check_chunks(splitter, text, chunks)
         assert [(c.start, c.end) for c in chunks] == _reference_spans(splitter, text)
 
 
-def test_split_many_matches_split_text_with_threads() -> None:
+@engines
+def test_split_many_matches_split_text_with_threads(engine: str) -> None:
     rng = random.Random(3)
     docs = ["", "   \n", "\ud800", "abc " * 10, "中文" * 5]
     for _ in range(40):
         docs.append("".join(rng.choice(PIECES) for _ in range(rng.randint(0, 400))))
     docs.append(" ".join(rng.choice(["word", "中文", "😀", "\n"]) for _ in range(70_000)))
     docs.append("plain " * 30_000)
-    splitter = TokenSplitter(64, 8, "cl100k")
+    splitter = _splitter(64, 8, engine)
     got = splitter.split_many(docs)
     assert len(got) == len(docs)
     for doc, chunks in zip(docs, got, strict=True):

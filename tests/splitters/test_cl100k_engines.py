@@ -1,0 +1,228 @@
+"""The two cl100k engines: fastokens (default where installed) and tiktoken give the same tokens,
+lengths and chunks; the engine is chosen by ``PARALLELRAG_CL100K``; the fastokens path's groups,
+prefetch thread, int32/int64 offsets and block-wise character mapping are each exercised."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import platform
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from parallelrag.errors import ConfigError
+from parallelrag.splitters import TokenSplitter
+from parallelrag.splitters import length as L
+
+from ._checks import check_chunks
+from .test_splitter_properties import PIECES
+
+HAVE_FASTOKENS = importlib.util.find_spec("fastokens") is not None
+# platforms where fastokens 0.3 publishes wheels (pyproject installs it there)
+WHEELS = (sys.platform.startswith("linux") and platform.machine() == "x86_64") or (
+    sys.platform == "darwin"
+) or (sys.platform == "win32" and platform.machine() in ("AMD64", "x86_64"))
+needs_fastokens = pytest.mark.skipif(
+    not HAVE_FASTOKENS and not WHEELS, reason="fastokens has no wheel for this platform"
+)
+
+
+def _length(engine: str) -> L._TiktokenLength:
+    length = L._TiktokenLength("cl100k", engine)
+    length.load()
+    return length
+
+
+def _docs(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    docs = ["", "   \n", "\ud800", "abc " * 10, "中文" * 5, "😀" * 3]
+    for _ in range(60):
+        docs.append("".join(rng.choice(PIECES) for _ in range(rng.randint(0, 300))))
+    docs.append(" ".join(rng.choice(["word", "中文", "😀", "\n", "e\u0301"]) for _ in range(40_000)))
+    docs.append("plain " * 20_000)
+    docs.insert(30, "")
+    return docs
+
+
+def test_fastokens_is_installed_where_it_has_wheels() -> None:
+    # on these platforms it is a dependency: a missing fastokens would silently run the slower
+    # engine and drop the engine-equality tests to one engine
+    if WHEELS:
+        assert HAVE_FASTOKENS
+        assert L.cl100k_engine() == "fastokens"
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARALLELRAG_CL100K", "tiktoken")
+    assert L.cl100k_engine() == "tiktoken"
+    assert L.resolve_length("cl100k").engine == "tiktoken"  # type: ignore[attr-defined]
+    monkeypatch.setenv("PARALLELRAG_CL100K", " Auto ")
+    assert L.cl100k_engine() == ("fastokens" if HAVE_FASTOKENS else "tiktoken")
+    monkeypatch.setenv("PARALLELRAG_CL100K", "rs-bpe")
+    with pytest.raises(ConfigError, match="PARALLELRAG_CL100K"):
+        L.cl100k_engine()
+    with pytest.raises(ConfigError, match="PARALLELRAG_CL100K"):
+        TokenSplitter(64, 8, "cl100k")
+    assert L.cl100k_engine("tiktoken") == "tiktoken"  # an explicit choice wins over the env
+
+
+def test_fastokens_choice_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "fastokens" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert L.cl100k_engine("auto") == "tiktoken"
+    with pytest.raises(ConfigError, match="fastokens"):
+        L.cl100k_engine("fastokens")
+
+
+@needs_fastokens
+def test_pattern_and_byte_table_are_tiktokens() -> None:
+    enc = L._load_cl100k()
+    assert enc._pat_str == L.CL100K_PATTERN
+    _, table = L._load_cl100k_fast()
+    reference = L._byte_len_table(enc)
+    n = len(enc._mergeable_ranks)
+    assert len(table) == n
+    assert np.array_equal(table, reference[:n])
+
+
+@needs_fastokens
+def test_engines_give_the_same_lengths_tokens_and_chunks() -> None:
+    fast, tik = _length("fastokens"), _length("tiktoken")
+    docs = _docs(1)
+    for doc in docs[:40]:
+        assert fast(doc) == tik(doc) == len(tik.encoding.encode_ordinary(L._clean(doc)))
+    for a, b in zip(fast.byte_tokens_batch(docs), tik.byte_tokens_batch(docs), strict=True):
+        assert a.text == b.text and a.raw == b.raw
+        assert np.array_equal(a.offsets, b.offsets)
+    for size, overlap in [(64, 8), (7, 3), (256, 32)]:
+        s_fast = TokenSplitter(size, overlap, length=fast)
+        s_tik = TokenSplitter(size, overlap, length=tik)
+        got = s_fast.split_many(docs)
+        assert got == s_tik.split_many(docs)
+        for doc, chunks in zip(docs, got, strict=True):
+            check_chunks(s_fast, doc, chunks)
+
+
+@needs_fastokens
+@pytest.mark.parametrize("group_chars,block,int32_bytes", [(1, 5, 2**31), (2_000, 7, 10), (10**9, 1 << 16, 0)])
+def test_groups_prefetch_blocks_and_wide_offsets(
+    monkeypatch: pytest.MonkeyPatch, group_chars: int, block: int, int32_bytes: int
+) -> None:
+    """Tiny groups (a prefetch per text), groups that end on empty texts, one group; tiny blocks
+    for the running sums and the byte-to-character mapping; int64 offsets."""
+    docs = _docs(2)
+    expected = TokenSplitter(48, 8, length=_length("tiktoken")).split_many(docs)
+    monkeypatch.setattr(L, "_GROUP_CHARS", group_chars)
+    monkeypatch.setattr(L, "_BLOCK", block)
+    monkeypatch.setattr(L, "_INT32_BYTES", int32_bytes)
+    fast = _length("fastokens")
+    splitter = TokenSplitter(48, 8, length=fast)
+    assert splitter.split_many(docs) == expected
+    assert [splitter.split_text(d) for d in docs[-8:]] == expected[-8:]
+    wide = next(fast.byte_tokens_batch([docs[-1]])).offsets.dtype
+    assert wide == (np.int32 if int32_bytes == 2**31 else np.int64)
+
+
+def test_char_offsets_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "_BLOCK", 3)
+    rng = random.Random(4)
+    for _ in range(200):
+        text = "".join(rng.choice(["a", "é", "中", "😀", "\n", " "]) for _ in range(rng.randint(0, 40)))
+        raw = text.encode("utf-8")
+        boundaries = [len(text[:k].encode("utf-8")) for k in range(len(text) + 1)]
+        picks = [rng.choice(boundaries) for _ in range(rng.randint(1, 10))]
+        assert L.char_offsets(raw, picks).tolist() == [boundaries.index(p) for p in picks]
+
+
+@needs_fastokens
+def test_engine_survives_pickling() -> None:
+    length = _length("fastokens")
+    copy = pickle.loads(pickle.dumps(length))
+    assert copy.engine == "fastokens"
+    assert copy("héllo wörld 😀") == length("héllo wörld 😀")
+
+
+@needs_fastokens
+def test_split_in_a_forked_child() -> None:
+    """fastokens encodes on native worker threads, and a fastokens call in a child forked after
+    the parent used them waits forever (seen: every call, even on a new Tokenizer). The child
+    must still split, with the same chunks: it encodes with tiktoken."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from parallelrag.splitters import TokenSplitter
+        from parallelrag.splitters import length as L
+        s = TokenSplitter(64, 8, "cl100k")
+        docs = ["word " * 20000, "中文 " * 20000] * 4
+        before = s.split_many(docs)
+        assert not L._fast_forked
+        pid = os.fork()
+        if pid == 0:
+            same = s.split_many(docs) == before and s.length("a b") == 2
+            os._exit(0 if same and L._fast_forked else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+@needs_fastokens
+def test_threads_share_one_engine() -> None:
+    splitter = TokenSplitter(32, 4, "cl100k")
+    docs = _docs(5)
+    expected = splitter.split_many(docs)
+    results: list[object] = []
+
+    def work() -> None:
+        for _ in range(3):
+            results.append(splitter.split_many(docs) == expected)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == [True] * 12
+
+
+@needs_fastokens
+def test_ticker_runs_while_the_engine_encodes() -> None:
+    """The native batch encode releases the GIL: a pure-Python ticker thread keeps ticking
+    during it (it would stop dead if the GIL were held for the whole call)."""
+    _, table = L._load_cl100k_fast()
+    tok, _ = L._load_cl100k_fast()
+    text = "".join(random.Random(9).choice(PIECES) for _ in range(400_000))
+    pieces = [text[i : i + 20_000] for i in range(0, len(text), 20_000)]
+    count = [0]
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            count[0] += 1
+
+    th = threading.Thread(target=tick, daemon=True)
+    th.start()
+    time.sleep(0.05)
+    ticks = []
+    for _ in range(3):
+        c0 = count[0]
+        tok.encode_batch_flat(pieces)
+        ticks.append(count[0] - c0)
+    stop.set()
+    th.join()
+    assert len(table) > 100_000
+    # with the GIL held for the call, the ticker would get at most a switch interval or two
+    assert max(ticks) > 1000, ticks

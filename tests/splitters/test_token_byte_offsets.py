@@ -270,3 +270,30 @@ def test_minilm_split_many_matches_split_text() -> None:
     for doc, chunks in zip(docs, got, strict=True):
         assert [(c.start, c.end) for c in chunks] == _spans(splitter, doc)
         check_chunks(splitter, doc, chunks)
+
+
+@engines
+@pytest.mark.parametrize("run", [1, 2, 5, 64])
+def test_window_runs_interleave_with_the_loop(
+    monkeypatch: pytest.MonkeyPatch, engine: str, run: int
+) -> None:
+    """Runs of regular windows (checked with numpy, ``_RUN`` at a time) and the loop (windows
+    whose boundaries fall inside a character) hand over to each other at every position."""
+    from parallelrag.splitters import token as token_module
+
+    monkeypatch.setattr(token_module, "_RUN", run)
+    rng = random.Random(run)
+    # mostly ASCII words with a few multi-token characters: long runs broken now and then
+    common = ["word ", "alpha ", "x\n", "\n\n", "  "]
+    rare = ["😀", "鷇", "e\u0301", "中文", "\xa0", "\u3000", "👩‍👩‍👧"]
+    for size, overlap in [(1, 0), (3, 1), (8, 2), (16, 15), (40, 8)]:
+        splitter = _splitter(size, overlap, engine)
+        for _ in range(12):
+            rare_share = rng.choice([0.0, 0.02, 0.2, 0.8])
+            text = "".join(
+                rng.choice(rare) if rng.random() < rare_share else rng.choice(common)
+                for _ in range(rng.randint(1, 600))
+            ) + "é"  # non-ASCII: the byte loop, not the ASCII stride
+            chunks = splitter.split_text(text)
+            check_chunks(splitter, text, chunks)
+            assert [(c.start, c.end) for c in chunks] == _reference_spans(splitter, text)

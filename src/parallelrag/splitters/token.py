@@ -20,6 +20,7 @@ from .length import ByteTokens, LengthSpec, char_offsets
 __all__ = ["TokenSplitter"]
 
 _NONSPACE = re.compile(r"\S")
+_RUN = 64  # regular windows checked at once by the byte window loop
 
 
 class TokenSplitter(Splitter):
@@ -173,22 +174,35 @@ class TokenSplitter(Splitter):
                 return self._strip_windows(text, pos_a.tolist(), pos_b.tolist())
             got = char_offsets(raw, np.concatenate((pos_a, pos_b)))
             return self._strip_windows(text, got[:n_win].tolist(), got[n_win:].tolist())
-        # a memoryview reads single offsets as Python ints, much faster than numpy indexing
-        ga, gb = self._byte_window_loop(memoryview(offsets), raw, t)
+        ga, gb = self._byte_window_loop(offsets, raw, t)
         got = char_offsets(raw, np.asarray(ga + gb, dtype=np.int64))
         k = len(ga)
         return self._strip_windows(text, got[:k].tolist(), got[k:].tolist())
 
-    def _byte_window_loop(self, offs: Any, raw: bytes, t: int) -> tuple[list[int], list[int]]:
+    def _byte_window_loop(
+        self, offsets: Any, raw: bytes, t: int
+    ) -> tuple[list[int], list[int]]:
         """Window start/end byte offsets (each at a lead byte) for a non-ASCII text.
 
         The loop of :meth:`_windows` with characters compared by their lead byte: token ``k``
         starts in the character whose first byte is ``lead(offs[k])``; two tokens start in the
         same character iff the later one starts at a continuation byte and the earlier one at
         or after that character's lead byte. Hot paths are inlined (this runs once per chunk).
-        """
+
+        Most windows are regular: ``size`` tokens from ``i``, the next starting ``size -
+        overlap`` tokens later, with both the end and the next start on a character's first
+        byte. Runs of those are checked and taken up to ``_RUN`` at a time with numpy; the loop
+        places only the others (where a token boundary falls inside a character, which is
+        common in CJK text and rare elsewhere)."""
+        import numpy as np
+
         size, overlap = self.chunk_size, self.chunk_overlap
+        stride = size - overlap
         n_bytes = len(raw)
+        # a memoryview reads single offsets as Python ints, much faster than numpy indexing
+        offs = memoryview(offsets)
+        u8 = np.frombuffer(raw, dtype=np.uint8)
+        steps = np.arange(_RUN + 1, dtype=np.int64) * stride
 
         def group_end(k: int) -> int:
             # first token after k that starts in a later character (bisect_right on chars)
@@ -221,7 +235,31 @@ class TokenSplitter(Splitter):
         i = 0
         gi = 0  # lead byte of the character where token i starts (0 for the first window)
         prev_j = 0
+        loop_left = 0  # windows to place with the loop before trying a run again
         while True:
+            if loop_left == 0 and i + size < t:
+                # windows k = 0..n-1 of a run start at i + k*stride and end before token t
+                n = min(_RUN, (t - 1 - size - i) // stride + 1)
+                ik = steps[: n + 1] + i
+                jk = ik[:n] + size
+                ok = (u8[offsets[jk]] & 0xC0) != 0x80
+                ok &= (u8[offsets[ik[1:]]] & 0xC0) != 0x80
+                b = n if ok.all() else int(ok.argmin())
+                if b and jk[0] > prev_j:
+                    ga.append(gi)
+                    ga.extend(offsets[ik[1:b]].tolist())
+                    gb.extend(offsets[jk[:b]].tolist())
+                    i = int(ik[b])
+                    gi = offs[i]
+                    prev_j = int(jk[b - 1])
+                    if b == n and i + size < t:
+                        continue  # all regular: try the next run
+                else:
+                    b = 0
+                # the loop places the window that broke the run; after a short run, a few more
+                loop_left = 1 if b >= 8 else 32
+            if loop_left:
+                loop_left -= 1
             j = window_end(i)
             if j <= prev_j:  # the overlap left no room for a new token: drop it
                 i = prev_j

@@ -1,6 +1,6 @@
 """The two cl100k engines: fastokens (default where installed) and tiktoken give the same tokens,
 lengths and chunks; the engine is chosen by ``PARALLELRAG_CL100K``; the fastokens path's groups,
-prefetch thread, int32/int64 offsets and block-wise character mapping are each exercised."""
+int32/int64 offsets and block-wise character mapping are each exercised."""
 
 from __future__ import annotations
 
@@ -116,11 +116,11 @@ def test_engines_give_the_same_lengths_tokens_and_chunks() -> None:
 
 @needs_fastokens
 @pytest.mark.parametrize("group_chars,block,int32_bytes", [(1, 5, 2**31), (2_000, 7, 10), (10**9, 1 << 16, 0)])
-def test_groups_prefetch_blocks_and_wide_offsets(
+def test_groups_blocks_and_wide_offsets(
     monkeypatch: pytest.MonkeyPatch, group_chars: int, block: int, int32_bytes: int
 ) -> None:
-    """Tiny groups (a prefetch per text), groups that end on empty texts, one group; tiny blocks
-    for the running sums and the byte-to-character mapping; int64 offsets."""
+    """Tiny groups (a native batch per text), groups that end on empty texts, one group; tiny
+    blocks for the running sums and the byte-to-character mapping; int64 offsets."""
     docs = _docs(2)
     expected = TokenSplitter(48, 8, length=_length("tiktoken")).split_many(docs)
     monkeypatch.setattr(L, "_GROUP_CHARS", group_chars)

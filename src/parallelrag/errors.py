@@ -5,6 +5,7 @@ Every error the library raises on purpose is a :class:`ParallelRagError`::
     ParallelRagError
     ├── ConfigError               bad or inconsistent configuration (also a ValueError)
     ├── RuntimeUsageError         a blocking call made where it would deadlock (runtime thread)
+    │   └── RuntimeShutdownError  the runtime shut down while the call was pending
     ├── ProviderError             anything that went wrong talking to a model provider
     │   ├── AuthenticationError   401 / 403
     │   ├── BadRequestError       400 / 404 / 413 / 422, or input rejected before sending
@@ -12,6 +13,7 @@ Every error the library raises on purpose is a :class:`ParallelRagError`::
     │   ├── ServerError           5xx after every retry was spent
     │   ├── ProviderTimeoutError  connect / read / total timeout (also a builtin TimeoutError)
     │   ├── ProviderConnectionError  connection refused / reset
+    │   │   └── TLSVerificationError  the server's certificate failed verification
     │   ├── ResponseError         malformed JSON, truncated stream, schema mismatch
     │   └── CircuitOpenError      the circuit breaker is open; no request was sent
     ├── BatchError                some inputs of a batch call failed (``.failures`` says which)
@@ -42,9 +44,11 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "ResponseError",
+    "RuntimeShutdownError",
     "RuntimeUsageError",
     "ServerError",
     "StoreError",
+    "TLSVerificationError",
     "WorkflowError",
     "redact",
 ]
@@ -142,6 +146,11 @@ class RuntimeUsageError(ParallelRagError, RuntimeError):
     """A blocking call was made on the runtime's own thread, where it would deadlock."""
 
 
+class RuntimeShutdownError(RuntimeUsageError):
+    """The parallelrag runtime was shut down (``runtime.shutdown()`` or interpreter exit) while
+    the call was in flight or before it started; the call was cancelled and did not complete."""
+
+
 class ProviderError(ParallelRagError):
     """A model provider could not serve a request."""
 
@@ -172,6 +181,13 @@ class ProviderTimeoutError(ProviderError, TimeoutError):
 
 class ProviderConnectionError(ProviderError, ConnectionError):
     """The connection to the provider failed or was reset."""
+
+
+class TLSVerificationError(ProviderConnectionError):
+    """The server's TLS certificate failed verification (unknown CA, wrong host name, expired).
+
+    The message carries the verifier's reason. Retrying cannot help: trust a private CA with
+    ``SSL_CERT_FILE`` (or ``verify="ca.pem"`` on the provider classes)."""
 
 
 class ResponseError(ProviderError):

@@ -9,12 +9,19 @@ and holds no GIL. Async methods called from another event loop (the user's) brid
 Rules the runtime enforces:
 
 * user code never runs on the runtime thread: blocking work goes to :func:`to_thread`
-  (a thread pool owned by the runtime);
+  (a thread pool owned by the runtime, :class:`WorkerPool`);
+* nested sync calls never deadlock: a worker thread that blocks waiting for the runtime
+  (``run_sync`` from a sync tool, a store read inside a tool, a nested workflow) stops counting
+  against the pool's bound, and the pool starts a replacement thread if work is queued. So no
+  bounded pool is ever needed both by a waiting caller and by the work it waits for (DNS
+  look-ups, store reads and user tools may all share the pool);
 * a blocking call made *on* the runtime thread raises :class:`RuntimeUsageError` instead of
   deadlocking;
 * after ``os.fork()`` the child builds a fresh runtime on first use;
 * at interpreter exit, registered closers run (HTTP sessions close), pending tasks are cancelled
-  and awaited, and the loop is closed cleanly.
+  and awaited, and the loop is closed cleanly. A call cancelled by a shutdown raises
+  :class:`RuntimeShutdownError`; daemon threads still waiting at interpreter exit are left
+  asleep (the interpreter ends them) instead of each printing a traceback.
 """
 
 from __future__ import annotations
@@ -22,18 +29,23 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import gc
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .errors import ConfigError, RuntimeUsageError
+from .errors import ConfigError, RuntimeShutdownError, RuntimeUsageError
 
 __all__ = [
+    "CallbackRunner",
     "Runtime",
+    "WorkerPool",
+    "blocking",
     "get_runtime",
     "on_runtime_thread",
     "run_async",
@@ -71,14 +83,209 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+_IDLE_S = 60.0
+_local = threading.local()
+
+_WorkItem = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class WorkerPool(concurrent.futures.ThreadPoolExecutor):
+    """Daemon threads for blocking work, started on demand, at most ``max_workers`` *runnable*.
+
+    A worker that blocks waiting for the runtime (inside :func:`blocking`, which
+    :func:`run_sync` uses) does not count against ``max_workers`` while it waits: if work is
+    queued, a replacement thread starts. The work a waiter waits for can therefore always get a
+    thread, however deep the nesting (a sync tool calling ``index.search``, which reads the
+    store in this same pool). Threads retire after 60 s idle; they are daemons, so a call that
+    never returns does not hold up interpreter exit.
+
+    A :class:`~concurrent.futures.ThreadPoolExecutor` subclass only so that asyncio accepts it
+    as the loop's default executor (DNS look-ups); none of the base class's machinery is used.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "parallelrag-worker") -> None:
+        super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
+        self.limit = max(1, max_workers)
+        self._prefix = thread_name_prefix
+        self._cv = threading.Condition(threading.Lock())
+        self._queue: deque[_WorkItem] = deque()
+        self._nthreads = 0
+        self._idle = 0
+        self._blocked = 0
+        self._started = 0
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeShutdownError("the parallelrag runtime has been shut down")
+            self._queue.append((fut, fn, args, kwargs))
+            if self._idle >= len(self._queue):
+                self._cv.notify()
+            else:
+                self._maybe_start()
+        return fut
+
+    def _maybe_start(self) -> None:
+        """Start a thread if work waits and fewer than ``limit`` threads can run (lock held)."""
+        if self._queue and self._idle < len(self._queue) and (
+            self._nthreads - self._blocked < self.limit
+        ):
+            self._nthreads += 1
+            self._started += 1
+            t = threading.Thread(
+                target=self._work, name=f"{self._prefix}-{self._started}", daemon=True
+            )
+            t.start()
+
+    def _work(self) -> None:
+        _local.pool = self
+        cv = self._cv
+        while True:
+            with cv:
+                while not self._queue:
+                    if self._closed:
+                        self._nthreads -= 1
+                        return
+                    self._idle += 1
+                    woke = cv.wait(_IDLE_S)
+                    self._idle -= 1
+                    if not woke and not self._queue:
+                        self._nthreads -= 1
+                        return
+                fut, fn, args, kwargs = self._queue.popleft()
+            if fut.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as e:
+                    fut.set_exception(e)
+                else:
+                    fut.set_result(result)
+            del fut, fn, args, kwargs
+
+    @contextlib.contextmanager
+    def _blocked_section(self) -> Iterator[None]:
+        with self._cv:
+            self._blocked += 1
+            self._maybe_start()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._blocked -= 1
+
+    def stats(self) -> dict[str, int]:
+        """Threads alive, idle, blocked on the runtime, and queued items (tests, diagnostics)."""
+        with self._cv:
+            return {
+                "threads": self._nthreads,
+                "idle": self._idle,
+                "blocked": self._blocked,
+                "queued": len(self._queue),
+            }
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cv:
+            self._closed = True
+            if cancel_futures:
+                while self._queue:
+                    self._queue.popleft()[0].cancel()
+            self._cv.notify_all()
+        # ``wait`` is not honoured: threads may be blocked in user code; they are daemons
+
+
+@contextlib.contextmanager
+def blocking() -> Iterator[None]:
+    """Mark the calling thread as blocked waiting for the runtime.
+
+    Inside a :class:`WorkerPool` thread this lets the pool start a replacement thread, so the
+    work being waited for is never starved of threads; elsewhere it does nothing. :func:`run_sync`
+    uses it; use it around any other wait on parallelrag work made from a worker thread (a
+    sync iterator over a stream, a queue fed by the runtime)."""
+    pool: WorkerPool | None = getattr(_local, "pool", None)
+    if pool is None:
+        yield
+        return
+    with pool._blocked_section():
+        yield
+
+
+class CallbackRunner:
+    """Runs user callbacks (progress reports) in order, one at a time, on a worker thread.
+
+    Code on the runtime loop must not call user callbacks itself: a callback that makes a sync
+    parallelrag call (``emb.embed``, ``index.search``, ``wf.run``) would block the very loop
+    that has to serve it. ``call`` queues the callback and returns at once; a worker thread of
+    the runtime's :class:`WorkerPool` runs the queue. An exception from a callback is counted
+    in ``errors`` and otherwise ignored (a progress callback must never break the work it
+    reports on). ``await aflush()`` / ``flush()`` wait until every queued callback has run::
+
+        cb = CallbackRunner()
+        cb.call(progress, report)     # from a coroutine on the runtime loop
+        await cb.aflush()             # before returning the final result
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._done: concurrent.futures.Future[None] | None = None
+        self.errors = 0
+
+    def call(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Queue ``fn(*args)``; it runs after every callback queued before it."""
+        with self._lock:
+            self._queue.append((fn, args))
+            if self._done is not None:
+                return
+            self._done = concurrent.futures.Future()
+        get_runtime().executor.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    done, self._done = self._done, None
+                    break
+                fn, args = self._queue.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                self.errors += 1
+        if done is not None:
+            done.set_result(None)
+
+    async def aflush(self) -> None:
+        """Wait (without blocking the loop) until every queued callback has run."""
+        with self._lock:
+            done = self._done
+        if done is not None:
+            await asyncio.wrap_future(done)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every queued callback has run (not on the runtime thread)."""
+        with self._lock:
+            done = self._done
+        if done is not None:
+            with blocking():
+                done.result(timeout)
+
+
+def _park_forever() -> None:
+    """A daemon thread woken by the interpreter-exit shutdown: sleep until the interpreter
+    ends it, rather than raise (and print) in a process that is finishing."""
+    threading.Event().wait()
+
+
 def _settle_heap() -> None:
     """One full garbage collection when the runtime starts (client construction).
 
     A fresh process owes the cyclic GC a full collection of everything its imports created
     (numpy, aiohttp, tokenizers...): CPython runs it as soon as enough young objects survive,
-    which is during the first burst of requests, the allocation-heavy part of a first call.
-    Measured: a 25 ms full collection inside the first 200-prompt batch of a process. Paying
-    it here moves that cost from the first call to the start of the runtime, once per process
+    which is during the first burst of requests, the allocation-heavy part of a first call,
+    where a full collection shows up as a stall of tens of milliseconds. Paying it here moves that cost from the first call to the start of the runtime, once per process
     (and once in a forked child); nothing runs when the GC is disabled."""
     if gc.isenabled():
         gc.collect()
@@ -91,13 +298,14 @@ class Runtime:
         self.pid = os.getpid()
         _settle_heap()
         self.loop = new_loop()
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_WORKER_THREADS, thread_name_prefix="parallelrag-worker"
-        )
+        self.executor = WorkerPool(_WORKER_THREADS, "parallelrag-worker")
         self.loop.set_default_executor(self.executor)
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._state: dict[str, Any] = {}
         self._closed = False
+        self._closing = False
+        self._exiting = False
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         started = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(started,), name="parallelrag-runtime", daemon=True
@@ -137,10 +345,21 @@ class Runtime:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the runtime loop from any thread; returns a thread-safe future."""
-        if self._closed:
+        if self._closed or self._closing:
             coro.close()
-            raise RuntimeUsageError("the parallelrag runtime has been shut down")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+            if self._exiting and threading.current_thread().daemon and not self.on_thread():
+                _park_forever()  # a daemon thread calling in during interpreter exit
+            raise RuntimeShutdownError("the parallelrag runtime has been shut down")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        return fut
+
+    def _shutdown_error(self) -> RuntimeShutdownError:
+        why = "at interpreter exit" if self._exiting else "by runtime.shutdown()"
+        return RuntimeShutdownError(
+            f"the call was cancelled because the parallelrag runtime was shut down {why}"
+        )
 
     def run_sync(
         self,
@@ -159,15 +378,34 @@ class Runtime:
                 "the async API)." + hint
             )
         fut = self.submit(coro)
+        # Wait first, then take the result: ``fut.result(timeout)`` raises the same
+        # ``TimeoutError`` class for "the wait ran out" and for "the coroutine raised a
+        # TimeoutError" (ProviderTimeoutError is one), and the two must not be confused.
+        # The wake-up is our own event so that the interpreter-exit shutdown can leave waiting
+        # daemon threads asleep: woken while the interpreter finalizes, each would print a
+        # traceback (or be torn down mid-way).
+        woke = threading.Event()
+
+        def wake(f: concurrent.futures.Future[T]) -> None:
+            if not (self._exiting and f.cancelled()):
+                woke.set()
+
+        fut.add_done_callback(wake)
         try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise TimeoutError(f"operation did not finish within {timeout} s") from None
+            with blocking():
+                done = woke.wait(timeout)
         except BaseException:
             # KeyboardInterrupt / SystemExit while waiting: cancel the work on the loop.
             fut.cancel()
             raise
+        if not done:
+            fut.cancel()
+            raise TimeoutError(f"operation did not finish within {timeout} s")
+        if fut.cancelled() and (self._closing or self._closed):
+            if self._exiting and threading.current_thread().daemon:
+                _park_forever()
+            raise self._shutdown_error()
+        return fut.result()
 
     async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the runtime loop from any loop (bridging when it's another loop)."""
@@ -177,7 +415,15 @@ class Runtime:
             running = None
         if running is self.loop:
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        cfut = self.submit(coro)
+        try:
+            return await asyncio.wrap_future(cfut)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            own = task is not None and task.cancelling() > 0
+            if not own and cfut.cancelled() and (self._closing or self._closed):
+                raise self._shutdown_error() from None
+            raise
 
     async def to_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking ``fn`` in the runtime's worker pool (call from the runtime loop)."""
@@ -187,27 +433,36 @@ class Runtime:
 
     # ----------------------------------------------------------------- shutdown
     async def _aclose(self) -> None:
+        # Cancel the work first, then close sessions: closed first, a session would fail the
+        # requests in flight with errors of its own (and retries) instead of a cancellation.
+        current = asyncio.current_task()
+        end = self.loop.time() + 2.0
+        while True:
+            tasks = [t for t in asyncio.all_tasks(self.loop) if t is not current and not t.done()]
+            left = end - self.loop.time()
+            if not tasks or left <= 0:
+                break
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=left)
         for closer in reversed(self._closers):
             try:
                 await closer()
             except Exception:  # pragma: no cover - best effort
                 pass
         self._closers.clear()
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not current and not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2.0)
         # let aiohttp's connector finish closing transports
         await asyncio.sleep(0)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Close sessions, cancel pending tasks, stop the loop and join the thread."""
+        """Close sessions, cancel pending tasks, stop the loop and join the thread.
+
+        Calls still pending raise :class:`RuntimeShutdownError` in their callers."""
         if self._closed or os.getpid() != self.pid:
             return
         if self.on_thread():  # pragma: no cover - misuse
             raise RuntimeUsageError("shutdown() cannot be called on the runtime thread")
+        self._closing = True
         try:
             fut = asyncio.run_coroutine_threadsafe(self._aclose(), self.loop)
             fut.result(timeout)
@@ -216,7 +471,12 @@ class Runtime:
         self._closed = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if not self._exiting:  # at exit, idle workers are left asleep (daemons, see run_sync)
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        # whatever the loop did not finish (a task that ignored its cancellation): wake its
+        # waiters, who raise RuntimeShutdownError, rather than leave them blocked for good
+        for f in list(self._pending):
+            f.cancel()
 
 
 _lock = threading.Lock()
@@ -232,6 +492,8 @@ def get_runtime() -> Runtime:
         return rt
     with _lock:
         rt = _runtime
+        if rt is not None and rt._exiting and rt.pid == os.getpid():
+            return rt  # interpreter exit: no new runtime (its calls raise or park)
         if rt is None or rt.pid != os.getpid() or rt._closed:
             rt = Runtime()
             _runtime = rt
@@ -284,6 +546,13 @@ def shutdown() -> None:
         rt.shutdown()
 
 
+def _shutdown_at_exit() -> None:
+    rt = _runtime
+    if rt is not None:
+        rt._exiting = True
+        rt.shutdown()
+
+
 def _after_fork_in_child() -> None:
     global _runtime, _lock
     _runtime = None
@@ -296,4 +565,4 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(shutdown)
+atexit.register(_shutdown_at_exit)

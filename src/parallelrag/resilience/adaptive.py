@@ -16,6 +16,14 @@
   decrease_factor)``, at most once per *congestion epoch*: an overload reported by a request that
   started before the last decrease is ignored, so a burst of 429s from one window cuts once, not
   to the floor.
+* **Timeouts** are a weaker congestion signal than a 429 or a 503: a request can time out for
+  reasons of its own (a long generation, one slow backend). A timeout is treated as an overload
+  (and may cut, once per epoch as above) only when the limit was the bottleneck during the
+  request's life *and* timeouts make up at least ``TIMEOUT_SHARE`` of the last
+  ``TIMEOUT_WINDOW`` completions (successes and timeouts); otherwise it is counted in
+  ``timeouts_ignored``. So one call that times out and retries alone leaves the limit where it
+  is, and a few timeouts among many successes do not drive the shared limit down, while a server
+  that stops answering a full pipeline still halves it per epoch.
 * ``limit`` is a float clamped to ``[min_limit, max_limit]``; ``int(limit)`` requests may be in
   flight. Waiters are served FIFO; when the limit shrinks, in-flight requests finish normally and
   new ones wait.
@@ -38,8 +46,13 @@ from ..errors import ConfigError
 
 __all__ = ["AdaptiveLimiter", "Outcome", "Slot"]
 
-Outcome = Literal["success", "overload", "error", "cancelled"]
+Outcome = Literal["success", "overload", "timeout", "error", "cancelled"]
 Clock = Callable[[], float]
+
+#: how many recent completions (successes and timeouts) decide whether timeouts are congestion
+TIMEOUT_WINDOW = 32
+#: the share of timeouts among those completions from which a timeout counts as an overload
+TIMEOUT_SHARE = 0.5
 
 #: the limit is "the bottleneck" when an acquire brings in_flight to this fraction of it
 BOTTLENECK_FRACTION = 0.8
@@ -130,6 +143,10 @@ class AdaptiveLimiter:
         self.decreases = 0
         self.overloads = 0
         self.overloads_ignored = 0
+        self.timeouts = 0
+        self.timeouts_ignored = 0
+        self._recent: deque[bool] = deque(maxlen=TIMEOUT_WINDOW)  # True = a timeout
+        self._recent_timeouts = 0
         self._hist_max = max(16, history_size)
         self._hist_res = history_resolution_s
         self._last_was_cut = False
@@ -200,6 +217,8 @@ class AdaptiveLimiter:
             "decreases": self.decreases,
             "overloads": self.overloads,
             "overloads_ignored": self.overloads_ignored,
+            "timeouts": self.timeouts,
+            "timeouts_ignored": self.timeouts_ignored,
             "latency_ewma_s": self._latency_ewma,
         }
 
@@ -277,10 +296,34 @@ class AdaptiveLimiter:
             self._sat_seq = seq
             f.set_result(seq)
 
+    def _note_completion(self, timed_out: bool) -> None:
+        r = self._recent
+        if len(r) == r.maxlen and r[0]:
+            self._recent_timeouts -= 1
+        r.append(timed_out)
+        if timed_out:
+            self._recent_timeouts += 1
+
     def _exit(self, outcome: Outcome, started: float, ticket: int | None, now: float) -> None:
         n = self.in_flight
         self.in_flight = n - 1
+        if outcome == "timeout":
+            self.timeouts += 1
+            self._note_completion(True)
+            if ticket is None:
+                ticket = self._seq - n + 1
+            congested = (
+                self._sat_seq >= ticket
+                and self._recent_timeouts >= TIMEOUT_SHARE * len(self._recent)
+            )
+            if not congested:
+                self.timeouts_ignored += 1
+                if self._waiters:
+                    self._wake()
+                return
+            outcome = "overload"
         if outcome == "success":
+            self._note_completion(False)
             lat = now - started
             ew = self._latency_ewma
             self._latency_ewma = lat if ew is None else ew + 0.1 * (lat - ew)

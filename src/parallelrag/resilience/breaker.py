@@ -7,12 +7,19 @@ probe succeeds: ``closed``; it fails: ``open`` again for another cool-down.
 
 Only "provider unhealthy" failures count (the executor reports 5xx, timeouts and connection
 errors), not 4xx nor 429. A probe that ends neither way (cancelled, a 4xx, a 429) is reported
-with :meth:`on_neutral` and lets the next request probe; a probe that never reports back is
-considered lost after one more cool-down.
+with :meth:`on_neutral` and lets the next request probe; a probe cancelled before it was even
+sent (while it queued for the rate limiter or a concurrency slot) gives its half-open slot back
+with :meth:`release_probe`; a probe that never reports back is considered lost after one more
+cool-down.
+
+Callers that wait an outage out (batch work, see ``Resilience.execute(outage_wait_s=...)``)
+sleep in :meth:`wait_change`, which returns as soon as the state changes (the circuit closes,
+opens again, or the probe slot frees) or the given time has passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -51,6 +58,7 @@ class CircuitBreaker:
         self._probe_started: float | None = None
         self.opens = 0
         self.rejections = 0
+        self._changed: list[asyncio.Future[None]] = []
 
     @property
     def state(self) -> BreakerState:
@@ -58,10 +66,14 @@ class CircuitBreaker:
             return "half_open"
         return self._state
 
-    def before_request(self) -> None:
-        """Return if a request may be sent now; raise CircuitOpenError if not."""
+    def before_request(self) -> bool:
+        """Return if a request may be sent now; raise CircuitOpenError if not.
+
+        Returns True when the request is the half-open probe: its caller must then report how
+        it ended (:meth:`on_success`, :meth:`on_failure`, :meth:`on_neutral`), or give the slot
+        back with :meth:`release_probe` if it ends before it was sent."""
         if self._state == "closed":
-            return
+            return False
         now = self._clock()
         if self._state == "open":
             reopens = self._opened_at + self.reset_timeout_s - now
@@ -79,7 +91,7 @@ class CircuitBreaker:
         p = self._probe_started
         if p is None or now - p > max(self.reset_timeout_s, 1.0):
             self._probe_started = now
-            return
+            return True
         self.rejections += 1
         wait = max(0.0, self.reset_timeout_s - (now - p))
         raise CircuitOpenError(
@@ -94,6 +106,7 @@ class CircuitBreaker:
         if self._state != "closed":
             self._state = "closed"
             self._probe_started = None
+            self._notify()
 
     def on_failure(self) -> None:
         n = self.consecutive_failures + 1
@@ -106,6 +119,40 @@ class CircuitBreaker:
         """A request ended without telling whether the provider is healthy (4xx, 429, cancel)."""
         if self._state == "half_open":
             self._probe_started = None
+            self._notify()
+
+    def release_probe(self) -> None:
+        """The probe ended before it was sent (cancelled while queued): let another request
+        probe now instead of rejecting everyone until the probe is presumed lost."""
+        if self._state == "half_open" and self._probe_started is not None:
+            self._probe_started = None
+            self._notify()
+
+    async def wait_change(self, max_wait_s: float) -> None:
+        """Sleep until the breaker changes state or its probe slot frees, at most ``max_wait_s``.
+
+        Call on the event loop that owns the breaker. Returns early, never raises (except
+        cancellation); callers re-check with :meth:`before_request`."""
+        if max_wait_s <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._changed.append(fut)
+        try:
+            await asyncio.wait((fut,), timeout=max_wait_s)
+        finally:
+            if not fut.done():
+                fut.cancel()
+                try:
+                    self._changed.remove(fut)
+                except ValueError:  # pragma: no cover - already notified
+                    pass
+
+    def _notify(self) -> None:
+        waiters, self._changed = self._changed, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
 
     def _open(self) -> None:
         self._state = "open"
@@ -113,6 +160,7 @@ class CircuitBreaker:
         self._probe_started = None
         self._failures_when_opened = self.consecutive_failures
         self.opens += 1
+        self._notify()
 
     def snapshot(self) -> dict[str, Any]:
         st = self.state

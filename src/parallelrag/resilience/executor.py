@@ -17,6 +17,22 @@ other ServerError (5xx), connection    error         failure          if status 
 ResponseError, 408 / 409               error         neutral          yes
 Authentication / BadRequest / 4xx      error         neutral          no
 =====================================  ============  ===============  =====================
+
+Timeouts are retried at most ``RetryPolicy.max_timeout_retries`` times (2 by default) and reach
+the adaptive limiter as ``"timeout"``, a congestion signal it weighs against recent successes
+(see :mod:`.adaptive`).
+
+**Outages.** By default a call that meets an open circuit fails at once with
+:class:`~parallelrag.errors.CircuitOpenError` (right for a single interactive call). Batch work
+passes ``outage_wait_s`` (the clients pass ``ResilienceConfig.outage_deadline_s``): such a call
+waits for the circuit instead (one caller sends the half-open probe, the others sleep until the
+breaker changes state), resumes when the probe succeeds, and fails only once ``outage_wait_s``
+has passed since the outage began for it (its first connection error, 5xx or open circuit).
+While within that bound, connection errors and 5xx answers do not use up its attempts.
+
+After ``os.fork()`` every Resilience of the parent is reset in the child (fresh limiter, rate
+limiter, breaker and stats, same configuration): waiters, in-flight counts and timers of the
+parent's loop belong to requests the child will never see finish.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import dataclasses
 import os
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -67,6 +84,15 @@ class ResilienceConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker_threshold: int = 20
     breaker_reset_s: float = 5.0
+    #: how long batch work (``embed_many``, ``complete_many``, ingest) waits out a provider
+    #: outage (an open circuit, connection errors, 5xx) before its remaining items fail; the
+    #: clients pass it to :meth:`Resilience.execute` as ``outage_wait_s``. Single interactive
+    #: calls do not wait: they fail fast.
+    outage_deadline_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.outage_deadline_s < 0:
+            raise ConfigError("outage_deadline_s must be >= 0")
 
 
 class Resilience:
@@ -84,19 +110,35 @@ class Resilience:
         self.config = cfg
         self._clock = clock
         self.policy: RetryPolicy = cfg.retry
+        self._build()
+        _all.add(self)
+
+    def _build(self) -> None:
+        """(Re)create the stateful parts from the configuration (at init and after fork)."""
+        cfg = self.config
+        clock = self._clock
         self.rate_limiter = RateLimiter(cfg.rpm, cfg.tpm, clock=clock)
         if cfg.adaptive:
+            # min() as in reconfigure(): a later config may lower max under the default min
             self.limiter = AdaptiveLimiter(
-                cfg.initial_concurrency, cfg.min_concurrency, cfg.max_concurrency, clock=clock
+                cfg.initial_concurrency,
+                min(cfg.min_concurrency, cfg.max_concurrency),
+                cfg.max_concurrency,
+                clock=clock,
             )
         else:
             n = cfg.max_concurrency
             self.limiter = AdaptiveLimiter(n, n, n, clock=clock)
         self.breaker = CircuitBreaker(
-            cfg.breaker_threshold, cfg.breaker_reset_s, name=name, clock=clock
+            cfg.breaker_threshold, cfg.breaker_reset_s, name=self.name, clock=clock
         )
         self.stats = ProviderStats(limiter=self.limiter)
         self._rng = random.Random()
+
+    def _after_fork_in_child(self) -> None:
+        """Drop the parent's queues, in-flight counts, timers and breaker state (see module
+        doc); the configuration (explicit limits, policy) is kept."""
+        self._build()
 
     def __repr__(self) -> str:
         return f"Resilience({self.name!r}, limit={self.limiter.limit:.1f}, breaker={self.breaker.state})"
@@ -148,33 +190,70 @@ class Resilience:
         tokens: int = 0,
         usage: Callable[[T], int | None] | None = None,
         max_attempts: int | None = None,
+        outage_wait_s: float | None = None,
     ) -> T:
         """Run ``attempt()`` under the breaker, rate limiter and concurrency limit, retrying
         retryable failures with backoff until it succeeds, the attempts run out or the deadline
         would be passed. ``tokens`` is the estimated token cost (for TPM); ``usage(result)`` may
         return the provider's count, which corrects the estimate. Cancellation propagates at once.
+
+        ``outage_wait_s`` (batch work): instead of failing on an open circuit, wait it out (see
+        the module doc) for at most that many seconds from the start of the outage; None (the
+        default) fails fast.
         """
         policy = self.policy
         n_max = max_attempts if max_attempts is not None else policy.max_attempts
         stats = self.stats
-        lim = self.limiter
-        rl = self.rate_limiter
-        br = self.breaker
         clock = self._clock
         stats.calls += 1
         deadline: float | None = None
-        n = 0
+        outage_since: float | None = None  # when this call first met the outage
+        n = 0  # attempts sent
+        charged = 0  # attempts counted against n_max
+        timeouts = 0
+        outage_failures = 0
         while True:
-            n += 1
+            # read per attempt: a fork resets them (the objects are replaced in the child)
+            lim = self.limiter
+            rl = self.rate_limiter
+            br = self.breaker
             try:
-                br.before_request()
-            except CircuitOpenError:
-                stats.circuit_rejections += 1
-                stats.failures += 1
+                probe = br.before_request()
+            except CircuitOpenError as exc:
+                if outage_wait_s is None:
+                    stats.circuit_rejections += 1
+                    stats.failures += 1
+                    raise
+                now = clock()
+                if outage_since is None:
+                    outage_since = now
+                left = outage_since + outage_wait_s - now
+                if left <= 0:
+                    stats.circuit_rejections += 1
+                    stats.failures += 1
+                    raise CircuitOpenError(
+                        f"{self.name} unavailable: the outage outlasted outage_wait_s="
+                        f"{outage_wait_s:g} s ({exc.message})",
+                        provider=exc.provider,
+                        reopens_in_s=exc.reopens_in_s,
+                    ) from exc
+                # woken early by any state change (probe done, circuit closed or reopened);
+                # the floor keeps a slow probe from turning waiters into a busy loop
+                wait = min(left, max(exc.reopens_in_s, 0.25))
+                await br.wait_change(wait)
+                stats.outage_wait_s += clock() - now
+                continue
+            try:
+                if not rl.try_acquire(tokens):
+                    stats.rate_limit_wait_s += await rl.acquire(tokens)
+                ticket = lim._seq if lim._try_enter() else await lim._enter_slow()
+            except BaseException:
+                # cancelled while queued: a probe that was never sent frees the half-open slot
+                if probe:
+                    br.release_probe()
                 raise
-            if not rl.try_acquire(tokens):
-                stats.rate_limit_wait_s += await rl.acquire(tokens)
-            ticket = lim._seq if lim._try_enter() else await lim._enter_slow()
+            n += 1
+            charged += 1
             started = clock()
             if deadline is None and policy.deadline_s is not None:
                 deadline = started + policy.deadline_s
@@ -191,7 +270,7 @@ class Resilience:
                 now = clock()
                 stats.in_flight -= 1
                 stats.errors += 1
-                outcome, retry = self._classify(exc, started)
+                outcome, retry = self._classify(exc, started, probe)
                 lim._exit(outcome, started, ticket, now)
                 headers = getattr(exc, "headers", None)
                 if headers:
@@ -203,11 +282,34 @@ class Resilience:
                 if not isinstance(retry_after, (int, float)):
                     retry_after = None
                 if retry_after and isinstance(exc, RateLimitError):
-                    rl.pause(retry_after)
-                if n >= n_max:
+                    # capped as the retry's own wait is: the pause holds every call on the key
+                    rl.pause(min(retry_after, policy.max_retry_after_s))
+                if outage_wait_s is not None and _is_outage(exc):
+                    if outage_since is None:
+                        outage_since = started
+                    left = outage_since + outage_wait_s - now
+                    if left > 0:
+                        # waiting out an outage: this failure does not use up an attempt
+                        charged -= 1
+                        outage_failures += 1
+                        delay = min(left, policy.backoff(outage_failures, retry_after, self._rng))
+                        stats.retry_wait_s += delay
+                        await asyncio.sleep(delay)
+                        continue
+                    stats.failures += 1
+                    raise _gave_up(
+                        exc, n, f"; the outage outlasted outage_wait_s={outage_wait_s:g} s"
+                    ) from exc
+                if isinstance(exc, ProviderTimeoutError):
+                    timeouts += 1
+                    if timeouts > policy.max_timeout_retries:
+                        stats.failures += 1
+                        word = "timeout" if timeouts == 1 else "timeouts"
+                        raise _gave_up(exc, n, f", {timeouts} {word}") from exc
+                if charged >= n_max:
                     stats.failures += 1
                     raise _gave_up(exc, n, "") from exc
-                delay = policy.backoff(n, retry_after, self._rng)
+                delay = policy.backoff(charged, retry_after, self._rng)
                 if deadline is not None and now + delay > deadline:
                     stats.failures += 1
                     raise _gave_up(
@@ -219,7 +321,8 @@ class Resilience:
             except BaseException:  # CancelledError, KeyboardInterrupt: release, no retry
                 stats.in_flight -= 1
                 lim._exit("cancelled", started, ticket, clock())
-                br.on_neutral()
+                if probe:
+                    br.release_probe()
                 raise
             now = clock()
             stats.in_flight -= 1
@@ -235,18 +338,18 @@ class Resilience:
                 stats.tokens += tokens
             return result
 
-    def _classify(self, exc: Exception, started: float) -> tuple[Outcome, bool]:
+    def _classify(self, exc: Exception, started: float, probe: bool = False) -> tuple[Outcome, bool]:
         """Update stats and breaker for a failed attempt; return (limiter outcome, retry?).
 
         Overloads (503/529, timeouts) count towards the breaker once per congestion epoch, as
         they do for the adaptive limiter: a burst of 503s answering one wave of requests (a
         server that takes 12 at a time, sent 200) is one signal, not 188 consecutive failures.
         A server that answers every retry with 503 still opens the breaker, because each retry
-        starts after the cut its predecessor caused.
+        starts after the cut its predecessor caused. A failed half-open probe always counts.
         """
         stats = self.stats
         br = self.breaker
-        new_epoch = started >= self.limiter._last_cut
+        new_epoch = probe or started >= self.limiter._last_cut
         retry = is_retryable(exc, self.policy)
         status = getattr(exc, "status_code", None) if isinstance(exc, ProviderError) else None
         if isinstance(exc, RateLimitError) or status == 429:
@@ -261,7 +364,7 @@ class Resilience:
                 br.on_failure()
             else:
                 br.on_neutral()
-            return "overload", retry
+            return "timeout", retry
         if isinstance(exc, ServerError) or (status is not None and status >= 500):
             stats.server_errors += 1
             if status in _OVERLOAD_STATUSES:
@@ -278,6 +381,17 @@ class Resilience:
             return "error", retry
         br.on_neutral()
         return "error", retry
+
+
+def _is_outage(exc: Exception) -> bool:
+    """A failure that says "the provider is down" (waited out by batch work): no connection,
+    or a 5xx answer. Timeouts are not: they have their own cap."""
+    if isinstance(exc, ProviderTimeoutError):
+        return False
+    if isinstance(exc, ProviderConnectionError):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(exc, ServerError) or (isinstance(status, int) and status >= 500)
 
 
 def _gave_up(exc: Exception, attempts: int, why: str) -> Exception:
@@ -321,13 +435,25 @@ def shared_resilience(key: tuple[str, str], config: ResilienceConfig | None = No
     return r
 
 
+#: every Resilience alive in the process (shared or not), to reset in a forked child
+_all: weakref.WeakSet[Resilience] = weakref.WeakSet()
+
+
 def reset_shared() -> None:
-    """Forget every shared Resilience (after fork, and between tests)."""
+    """Forget every shared Resilience (between tests)."""
     _shared.clear()
 
 
+def _after_fork_in_child() -> None:
+    """Reset every Resilience in place: clients made before the fork keep their object (and
+    still share it with clients made after, through the registry), with the parent's queues,
+    in-flight counts and breaker state gone."""
+    for r in list(_all):
+        r._after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=reset_shared)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def config_from_limits(limits: Mapping[str, Any]) -> ResilienceConfig | None:

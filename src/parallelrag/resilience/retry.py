@@ -27,6 +27,7 @@ from ..errors import (
     RateLimitError,
     ResponseError,
     ServerError,
+    TLSVerificationError,
 )
 
 __all__ = [
@@ -51,6 +52,11 @@ class RetryPolicy:
     retry (waits included): a retry whose backoff would end past the deadline is not made.
     Queueing for the very first rate-limit token / concurrency slot is not counted, because
     that is waiting the caller asked for by submitting many calls at once.
+
+    ``max_timeout_retries`` caps the retries of attempts that timed out (openai-python's default
+    of 2): a server that does not answer within the read timeout usually will not on the next
+    try either, and every resent request may be billed. Other retryable failures still get up
+    to ``max_attempts`` in all.
     """
 
     max_attempts: int = 8
@@ -60,10 +66,14 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES
     #: the most a server's Retry-After may make us wait for one retry
     max_retry_after_s: float = 120.0
+    #: retries allowed after timed-out attempts (within ``max_attempts`` and the deadline)
+    max_timeout_retries: int = 2
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError("max_attempts must be >= 1")
+        if self.max_timeout_retries < 0:
+            raise ConfigError("max_timeout_retries must be >= 0")
         if self.base_delay_s < 0 or self.max_delay_s < 0:
             raise ConfigError("delays must be >= 0")
         if self.deadline_s is not None and self.deadline_s <= 0:
@@ -185,8 +195,9 @@ def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     Never: authentication, bad requests, an open circuit, other 4xx, and exceptions that are not
     ParallelRagErrors (the HTTP layer translates transport errors into ours).
     """
-    if isinstance(exc, (CircuitOpenError, AuthenticationError, BadRequestError)):
-        return False
+    if isinstance(exc, (CircuitOpenError, AuthenticationError, BadRequestError,
+                        TLSVerificationError)):
+        return False  # the same request would fail the same way (a TLS certificate, a key)
     if isinstance(exc, (ProviderTimeoutError, ProviderConnectionError, ResponseError)):
         return True
     if isinstance(exc, (RateLimitError, ServerError)):

@@ -17,6 +17,7 @@ Counters (attempt level unless noted):
 ``in_flight`` / ``max_in_flight``  attempts in flight now / at most
 ``retry_wait_s``   seconds spent in retry backoff
 ``rate_limit_wait_s``  seconds spent waiting for the rate limiter
+``outage_wait_s``  seconds batch calls spent waiting for an open circuit (``outage_wait_s``)
 
 Latency percentiles come from the last ``window`` successful attempts.
 """
@@ -45,6 +46,7 @@ COUNTERS: tuple[str, ...] = (
     "tokens",
     "retry_wait_s",
     "rate_limit_wait_s",
+    "outage_wait_s",
 )
 
 
@@ -62,6 +64,7 @@ class ProviderStats:
         "in_flight",
         "limiter",
         "max_in_flight",
+        "outage_wait_s",
         "overloads",
         "rate_limit_wait_s",
         "rate_limited",
@@ -90,6 +93,7 @@ class ProviderStats:
         self.tokens = 0
         self.retry_wait_s = 0.0
         self.rate_limit_wait_s = 0.0
+        self.outage_wait_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self.window = max(1, window)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import register_secret
 
-__all__ = ["Secret", "Timeouts", "env", "secret_from"]
+__all__ = ["MaskedStr", "Secret", "Timeouts", "env", "secret_from"]
 
 
 class Secret:
@@ -39,6 +39,22 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+class MaskedStr(str):
+    """A ``str`` that carries a credential on the wire (an ``authorization`` / ``api-key`` header
+    value) but shows ``'***'`` as its repr.
+
+    Header dicts hold these, so a dict printed by a debugger or a traceback that captures local
+    variables (Sentry, rich, ``traceback.TracebackException(capture_locals=True)``) shows no key.
+    Everything else is a plain ``str``: equality, ``str()``, formatting and ``encode()`` give the
+    real value, which is what the HTTP client writes.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
 
 
 def env(name: str, default: str | None = None) -> str | None:

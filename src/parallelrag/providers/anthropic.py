@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from ..config import Secret, Timeouts, env, secret_from
+from ..config import MaskedStr, Secret, Timeouts, env, secret_from
 from ..errors import BadRequestError, ConfigError, ResponseError
 from ..resilience import Resilience, ResilienceConfig, shared_resilience
 from .chat_openai import (
@@ -30,7 +32,7 @@ from .chat_openai import (
     error_from_payload,
     parse_arguments,
 )
-from .http import HttpResponse, request
+from .http import HttpOptions, HttpResponse, masked_headers, request
 
 __all__ = ["AnthropicChat", "AnthropicCompat", "AnthropicStreamState", "to_anthropic_messages"]
 
@@ -51,7 +53,13 @@ _STOP = {
 
 
 class AnthropicCompat:
-    """Endpoint, credentials and shared resilience for one (base_url, model) of the Messages API."""
+    """Endpoint, credentials and shared resilience for one (base_url, model) of the Messages API.
+
+    ``proxy`` and ``verify`` as for :class:`~parallelrag.providers.openai.OpenAICompat`: an
+    explicit proxy URL wins over the ``*_PROXY`` environment variables; ``verify`` is ``True``,
+    a CA bundle path, an :class:`ssl.SSLContext` or ``False``. Headers are built once here;
+    the key's value is masked in reprs.
+    """
 
     def __init__(
         self,
@@ -63,6 +71,8 @@ class AnthropicCompat:
         resilience: ResilienceConfig | None = None,
         headers: Mapping[str, str] | None = None,
         version: str = ANTHROPIC_VERSION,
+        proxy: str | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
     ) -> None:
         if not model:
             raise ConfigError("an Anthropic model name is required")
@@ -70,7 +80,8 @@ class AnthropicCompat:
         self.provider = "anthropic"
         self.version = version
         self.timeouts = Timeouts.of(timeouts)
-        self.extra_headers = dict(headers or {})
+        self.http = HttpOptions(proxy=proxy, verify=verify)
+        self.extra_headers = masked_headers(headers or {})
         url = base_url or env("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {url!r}")
@@ -79,6 +90,8 @@ class AnthropicCompat:
         if self.api_key is None and self.base_url == DEFAULT_BASE_URL:
             raise ConfigError("Anthropic needs api_key= or ANTHROPIC_API_KEY")
         self.resilience: Resilience = shared_resilience((self.base_url, self.model), resilience)
+        self._headers = self._build_headers(None)
+        self._beta_headers = self._build_headers(STRUCTURED_OUTPUTS_BETA)
 
     def __repr__(self) -> str:
         return f"AnthropicCompat(base_url={self.base_url!r}, model={self.model!r})"
@@ -89,24 +102,35 @@ class AnthropicCompat:
             return f"{self.base_url}/{endpoint}"
         return f"{self.base_url}/v1/{endpoint}"
 
-    def headers(self, *, beta: str | None = None) -> dict[str, str]:
+    def _build_headers(self, beta: str | None) -> dict[str, str]:
         h = {"anthropic-version": self.version, **self.extra_headers}
+        if not any(k.lower() == "content-type" for k in h):
+            h["content-type"] = "application/json"
         if self.api_key is not None:
-            h["x-api-key"] = self.api_key.get()
+            h["x-api-key"] = MaskedStr(self.api_key.get())
         if beta:
             h["anthropic-beta"] = beta
         return h
 
+    def headers(self, *, beta: str | None = None) -> dict[str, str]:
+        """The request headers (a copy): version, content type, extra headers, the key (masked
+        repr) and ``anthropic-beta`` when given."""
+        if beta is None:
+            return dict(self._headers)
+        if beta == STRUCTURED_OUTPUTS_BETA:
+            return dict(self._beta_headers)
+        return self._build_headers(beta)
+
     async def post(self, endpoint: str, payload: Any) -> HttpResponse:
         """One attempt (no retries): the resilience executor wraps this."""
-        beta = STRUCTURED_OUTPUTS_BETA if "output_format" in payload else None
         resp = await request(
             "POST",
             self.url(endpoint),
             provider=self.provider,
-            headers=self.headers(beta=beta),
+            headers=self._beta_headers if "output_format" in payload else self._headers,
             json_body=payload,
             timeouts=self.timeouts,
+            options=self.http,
         )
         self.resilience.rate_limiter.update_from_headers(resp.headers)
         return resp

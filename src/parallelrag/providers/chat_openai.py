@@ -9,7 +9,6 @@ to the Messages API.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from ..errors import (
 )
 from ..resilience import Resilience
 from ..tools import Tool
-from .http import HttpResponse, client_timeout, error_for_status, get_session, translate_exception
+from . import http
+from .http import HttpOptions, HttpResponse
 from .openai import OpenAICompat
 
 __all__ = [
@@ -91,6 +91,7 @@ class ChatApi(Protocol):
     base_url: str
     timeouts: Timeouts
     resilience: Resilience
+    http: HttpOptions
 
     def url(self, endpoint: str) -> str: ...
 
@@ -194,47 +195,18 @@ async def open_stream(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST ``payload`` and yield the streaming response once its status is 2xx.
 
-    Non-2xx → the matching ProviderError (body read); transport failures → translated. On exit the
-    response is released if it was read to the end and closed (connection dropped) otherwise, so
-    an abandoned stream stops the server promptly.
+    The request goes through :func:`parallelrag.providers.http.stream` (the one HTTP stack:
+    proxies, TLS options, redirects); rate-limit headers feed the shared limiter. Non-2xx → the
+    matching ProviderError (body read); transport failures while reading → translated. On exit
+    the response is released if it was read to the end and closed otherwise.
     """
-    session = get_session()
-    hdrs = {
-        "content-type": "application/json",
-        "accept": "text/event-stream",
-        **api.headers(),
-        **(extra_headers or {}),
-    }
-    try:
-        resp = await session.post(
-            api.url(endpoint),
-            data=orjson.dumps(payload),
-            headers=hdrs,
-            timeout=client_timeout(api.timeouts),
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        raise translate_exception(exc, api.provider) from None
-    try:
+    hdrs = {**api.headers(), "accept": "text/event-stream", **(extra_headers or {})}
+    async with http.stream(
+        "POST", api.url(endpoint), provider=api.provider, headers=hdrs,
+        data=http.json_bytes(payload), timeouts=api.timeouts, options=api.http,
+    ) as resp:
         api.resilience.rate_limiter.update_from_headers(resp.headers)
-        if resp.status >= 400:
-            try:
-                body = await resp.read()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                body = b""
-            raise error_for_status(resp.status, resp.headers, body, api.provider)
         yield resp
-    except BaseException:
-        resp.close()
-        raise
-    else:
-        if resp.content.at_eof():
-            resp.release()
-        else:
-            resp.close()
 
 
 def error_from_payload(err: Any, provider: str) -> ProviderError:

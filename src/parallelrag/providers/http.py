@@ -1,86 +1,129 @@
-"""The shared HTTP layer: one pooled aiohttp session per runtime, orjson, error translation."""
+"""The one HTTP stack: a pooled aiohttp session per runtime for every request, plain and streaming.
+
+What it adds on top of aiohttp, and why:
+
+* **Pool.** One :class:`aiohttp.TCPConnector` per runtime without a connection cap (the
+  resilience layer bounds concurrency per provider, so a second cap here would only queue work it
+  already admitted); idle keep-alive sockets are closed after :data:`KEEPALIVE_TIMEOUT_S` whether
+  or not anything reuses them. No cookie jar: API clients that share the session must not share
+  cookies.
+* **Proxies.** An explicit ``proxy=`` wins; otherwise ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+  ``ALL_PROXY`` and ``NO_PROXY`` (either case, lower case first, as urllib and curl read them),
+  read when the provider is created (as httpx reads them when a client is created).
+  ``http://`` and ``https://`` proxy URLs work (CONNECT tunnels for ``https://`` targets); user and
+  password in the proxy URL become ``Proxy-Authorization`` for the proxy alone. Other schemes
+  (``socks5://``) are a :class:`~parallelrag.errors.ConfigError` naming the variable, rather than
+  a silent direct connection.
+* **TLS.** ``verify=True`` (the default): the system's CAs, honouring ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR`` as they are when the provider is created; ``verify="ca.pem"``: that CA bundle
+  only; an :class:`ssl.SSLContext`: used as given; ``verify=False``: no certificate checks.
+* **Redirects.** 307 and 308 are followed with the same method and body, at most
+  :data:`MAX_REDIRECTS` hops; on a hop to another origin (scheme, host, port) the credential
+  headers (``authorization``, ``api-key``, ``x-api-key``) are dropped. Any other 3xx is a
+  :class:`~parallelrag.errors.BadRequestError` naming the ``Location``: an API that answers a POST
+  with 301/302/303 wants a new base URL, and replaying the call as a GET would be wrong.
+* **No hidden resends.** aiohttp resends only idempotent methods on a dropped keep-alive
+  connection, never a POST: a request cut off after it was written surfaces as
+  :class:`~parallelrag.errors.ProviderConnectionError`, so the retry policy decides, the rate
+  limiter is asked again and the stats count it.
+* **Typed errors with their detail**, never an API key: connect / read / total timeouts say which
+  and how many seconds; a certificate that fails verification is a
+  :class:`~parallelrag.errors.TLSVerificationError` (a ProviderConnectionError) with the
+  verifier's reason; URLs in messages lose credential-like query values (``key``, ``token``,
+  ``sig``, ...).
+
+Callers build header dicts once per provider (values that carry a key are
+:class:`~parallelrag.config.MaskedStr`) and bodies once per attempt (:func:`json_bytes`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+import re
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
-from ..config import Timeouts
+from ..config import MaskedStr, Timeouts
 from ..errors import (
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
     RateLimitError,
     ResponseError,
     ServerError,
+    TLSVerificationError,
 )
 from ..resilience.retry import parse_retry_after
 from ..runtime import get_runtime
-from .transport import Headers, IncompleteResponse, Pool
 
 __all__ = [
-    "Headers",
+    "CREDENTIAL_HEADERS",
+    "KEEPALIVE_TIMEOUT_S",
+    "MAX_REDIRECTS",
+    "HttpOptions",
     "HttpResponse",
     "error_for_status",
-    "get_pool",
     "get_session",
+    "json_bytes",
+    "masked_headers",
     "request",
+    "safe_url",
+    "send",
+    "stream",
     "translate_exception",
-    "use_lean_transport",
 ]
 
+#: idle pooled connections are closed after this many seconds (checked by a timer, not on reuse)
+KEEPALIVE_TIMEOUT_S = 15.0
+#: 307 / 308 hops followed per request
+MAX_REDIRECTS = 5
+#: request headers that carry a credential: masked in reprs, dropped on a cross-origin redirect
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
 _SESSION_KEY = "http.session"
-_POOL_KEY = "http.pool"
+_SECRET_QUERY = re.compile(r"(?i)key|token|secret|sig|password|passwd|auth|credential|code")
+_PROXY_ENV = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+              "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY", "REQUEST_METHOD")
 
 
-def use_lean_transport() -> bool:
-    """Whether plain (non-streaming) requests use :mod:`.transport` (the default) rather than
-    aiohttp; ``PARALLELRAG_HTTP=aiohttp`` switches back."""
-    return os.environ.get("PARALLELRAG_HTTP", "").strip().lower() != "aiohttp"
-
-
-def get_pool() -> Pool:
-    """The runtime's lean keep-alive pool. Must be called on the runtime loop."""
-    rt = get_runtime()
-
-    def make() -> Pool:
-        from .. import __version__
-
-        pool = Pool(user_agent=f"parallelrag/{__version__}")
-
-        async def close() -> None:
-            pool.close()
-
-        rt.add_closer(close)
-        return pool
-
-    return rt.state(_POOL_KEY, make)
-
-
-def _json_dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
+# --------------------------------------------------------------------------- session
 def get_session() -> aiohttp.ClientSession:
     """The runtime's pooled session. Must be called on the runtime loop."""
     rt = get_runtime()
 
     def make() -> aiohttp.ClientSession:
+        from .. import __version__
+
         connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
+            limit=0,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            # only the Python versions whose SSL transports can leak need aiohttp's sweeper
+            enable_cleanup_closed=bool(getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False)),
         )
         session = aiohttp.ClientSession(
             connector=connector,
-            json_serialize=_json_dumps,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"user-agent": f"parallelrag/{__version__}"},
+            trust_env=False,  # proxies are resolved here (aiohttp's own reading skips ALL_PROXY)
         )
 
         async def close() -> None:
@@ -93,6 +136,128 @@ def get_session() -> aiohttp.ClientSession:
     return rt.state(_SESSION_KEY, make)
 
 
+# --------------------------------------------------------------------------- options
+#: (proxy URL without user info, headers for the proxy: Proxy-Authorization, masked) or Nones
+_ProxyChoice = tuple[URL | None, Mapping[str, str] | None]
+
+
+def _parse_proxy(value: str, source: str) -> _ProxyChoice:
+    if "://" not in value:
+        value = "http://" + value  # "proxy.corp:3128", as curl and urllib read it
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"unsupported proxy {safe_url(url.with_user(None))!r} from {source}: only http:// and "
+            "https:// proxies are supported"
+        )
+    headers = None
+    if url.user is not None:
+        basic = aiohttp.encode_basic_auth(url.user, url.password or "")
+        headers = {"proxy-authorization": MaskedStr(basic)}
+        url = url.with_user(None)
+    return url, headers
+
+
+@lru_cache(maxsize=256)
+def _env_proxy(snapshot: tuple[str | None, ...], scheme: str, host: str, port: int | None
+               ) -> _ProxyChoice:
+    env = dict(zip(_PROXY_ENV, snapshot, strict=True))
+
+    def pick(name: str) -> tuple[str | None, str]:
+        low = env[name]
+        if low is not None:
+            return low, name
+        return env[name.upper()], name.upper()
+
+    no_proxy, _ = pick("no_proxy")
+    if no_proxy:
+        hostport = f"{host}:{port}" if port is not None else host
+        if proxy_bypass_environment(hostport, {"no": no_proxy}):
+            return None, None
+    value, source = pick(f"{scheme}_proxy")
+    if scheme == "http" and source == "HTTP_PROXY" and env["REQUEST_METHOD"]:
+        value = None  # CGI: HTTP_PROXY may come from a request header (httpoxy)
+    if not value:
+        value, source = pick("all_proxy")
+    if not value:
+        return None, None
+    return _parse_proxy(value, source)
+
+
+@lru_cache(maxsize=16)
+def _default_ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """The system's CAs, or those SSL_CERT_FILE / SSL_CERT_DIR name (as OpenSSL reads them)."""
+    if not cert_file and not cert_dir:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=cert_file or None, capath=cert_dir or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the CAs named by SSL_CERT_FILE={cert_file!r} / SSL_CERT_DIR="
+            f"{cert_dir!r}: {exc}") from None
+
+
+class HttpOptions:
+    """Per-provider connection options: ``proxy`` (None = from the environment) and ``verify``
+    (see the module docstring). Invalid values are a ConfigError at construction.
+
+    The environment (``*_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``) is read here,
+    when the provider is created, as httpx reads it when a client is created; nothing is looked
+    up per request.
+    """
+
+    __slots__ = ("_env", "_proxy", "_ssl", "_ssl_env", "proxy", "verify")
+
+    def __init__(self, proxy: str | None = None,
+                 verify: bool | str | os.PathLike[str] | ssl.SSLContext = True) -> None:
+        self.proxy = proxy
+        self.verify = verify
+        self._proxy: _ProxyChoice | None = _parse_proxy(proxy, "proxy=") if proxy else None
+        get = os.environ.get
+        env = tuple(get(name) for name in _PROXY_ENV)
+        self._env: tuple[str | None, ...] | None = env if any(env[:6]) else None
+        self._ssl_env = (get("SSL_CERT_FILE"), get("SSL_CERT_DIR"))
+        self._ssl: ssl.SSLContext | bool | None
+        if isinstance(verify, ssl.SSLContext):
+            self._ssl = verify
+        elif verify is True:
+            self._ssl = None  # the default context for self._ssl_env, made on first use
+        elif verify is False:
+            self._ssl = False
+        elif isinstance(verify, str | os.PathLike):
+            path = Path(verify)
+            if not path.is_file():
+                raise ConfigError(f"verify=: CA bundle {str(path)!r} is not a file")
+            try:
+                self._ssl = ssl.create_default_context(cafile=str(path))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"verify=: cannot load CA bundle {str(path)!r}: {exc}") from None
+        else:
+            raise ConfigError(
+                f"verify must be True, False, a CA bundle path or an ssl.SSLContext, not {verify!r}")
+
+    def __repr__(self) -> str:
+        proxy = safe_url(self._proxy[0]) if self._proxy and self._proxy[0] else None
+        return f"HttpOptions(proxy={proxy!r}, verify={self.verify!r})"
+
+    def proxy_for(self, url: URL) -> _ProxyChoice:
+        """The proxy (and its headers) for ``url``: the explicit one, else the environment's."""
+        if self._proxy is not None:
+            return self._proxy
+        if self._env is None:
+            return None, None
+        return _env_proxy(self._env, url.scheme, url.host or "", url.explicit_port)
+
+    def ssl_for(self, url: URL) -> ssl.SSLContext | bool:
+        """aiohttp's ``ssl=`` argument for ``url``."""
+        if url.scheme != "https":
+            return True
+        if self._ssl is None:
+            return _default_ssl_context(*self._ssl_env)
+        return self._ssl
+
+
+# --------------------------------------------------------------------------- responses, errors
 class HttpResponse:
     """A fully read response: status, headers (case-insensitive) and body bytes."""
 
@@ -115,29 +280,122 @@ class HttpResponse:
             ) from None
 
 
-def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
+@lru_cache(maxsize=64)
+def client_timeout(t: Timeouts, total: float | None = -1.0) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for ``t``; ``total`` overrides ``t.total`` (a redirect's remainder)."""
+    return aiohttp.ClientTimeout(
+        total=t.total if total == -1.0 else total, connect=t.connect, sock_connect=t.connect,
+        sock_read=t.read,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _url(url: str) -> URL:
+    """A parsed URL, cached: providers send to a handful of URLs, and aiohttp takes a URL object
+    without parsing it again."""
+    return URL(url)
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id")
 
 
-def translate_exception(exc: BaseException, provider: str) -> ProviderError:
-    """Map aiohttp / asyncio failures to the parallelrag hierarchy."""
+def safe_url(url: str | URL) -> str:
+    """``url`` without user info and with credential-like query values (key, token, sig,
+    secret, password, auth, code) replaced by ``***``: fit for messages and logs."""
+    u = url if isinstance(url, URL) else URL(url)
+    if u.user is not None or u.password is not None:
+        u = u.with_user(None)
+    text = str(u.with_query(None)) if u.query_string else str(u)
+    if not u.query_string:
+        return text
+    pairs = [(k, "***" if _SECRET_QUERY.search(k) else v)
+             for k, v in parse_qsl(u.query_string, keep_blank_values=True)]
+    return f"{text}?{urlencode(pairs, safe='*')}"
+
+
+def _origin(url: URL) -> str:
+    try:
+        return str(url.origin())
+    except ValueError:
+        return safe_url(url)
+
+
+def _fmt_s(v: float | None) -> str:
+    return "no limit" if v is None else f"{v:g} s"
+
+
+def translate_exception(
+    exc: BaseException,
+    provider: str,
+    *,
+    url: str | URL | None = None,
+    timeouts: Timeouts | None = None,
+) -> ProviderError:
+    """Map aiohttp / asyncio / OS failures to the parallelrag hierarchy, with the URL (query
+    secrets removed) and the timeout that fired where known."""
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
-        return ProviderTimeoutError(f"request timed out: {type(exc).__name__}", provider=provider)
-    if isinstance(exc, aiohttp.ClientPayloadError | IncompleteResponse):
-        return ResponseError(f"response body was cut off: {exc}", provider=provider)
+    where = safe_url(url) if url is not None else "the provider"
+    t = timeouts
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        limit = f" within {_fmt_s(t.connect)}" if t else ""
+        origin = _origin(url if isinstance(url, URL) else URL(url)) if url is not None else where
+        return ProviderTimeoutError(
+            f"connect timeout: no connection to {origin}{limit}", provider=provider)
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        limit = f" for {_fmt_s(t.read)}" if t else ""
+        return ProviderTimeoutError(
+            f"read timeout: no data from {where}{limit}", provider=provider)
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        limit = f" within its total timeout of {_fmt_s(t.total)}" if t else ""
+        return ProviderTimeoutError(
+            f"total timeout: the request to {where} did not complete{limit}", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        reason = getattr(cert, "verify_message", None) or str(cert)
+        return TLSVerificationError(
+            f"TLS certificate verify failed for {where}: {reason} (to trust a private CA, set "
+            "SSL_CERT_FILE to a bundle that contains it)", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
+        return ProviderConnectionError(f"TLS handshake with {where} failed: {exc}",
+                                       provider=provider)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return ProviderConnectionError(
+            f"the proxy refused the tunnel to {where}: {exc.status} {exc.message}",
+            provider=provider)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return ProviderConnectionError(f"cannot connect to the proxy for {where}: {exc.os_error}",
+                                       provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProviderConnectionError(f"cannot connect to {where}: {exc.os_error}",
+                                       provider=provider)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ProviderConnectionError(
+            f"{where}: the server closed the connection before a complete response",
+            provider=provider)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ResponseError(f"response body from {where} was cut off: {exc}", provider=provider)
+    if isinstance(exc, HttpProcessingError):
+        return ResponseError(f"malformed HTTP response from {where}: {_one_line(exc.message)}",
+                             provider=provider)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return BadRequestError(f"invalid URL {where}: {exc}", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | OSError):
         return ProviderConnectionError(
-            f"connection failed: {type(exc).__name__}: {exc}", provider=provider
-        )
+            f"connection to {where} failed: {type(exc).__name__}: {exc}", provider=provider)
+    if isinstance(exc, aiohttp.ClientResponseError):  # aiohttp's wrapper of a parse error
+        return ResponseError(f"malformed HTTP response from {where}: {_one_line(exc.message)}",
+                             provider=provider)
     if isinstance(exc, aiohttp.ClientError):
-        return ProviderConnectionError(f"HTTP client error: {exc}", provider=provider)
+        return ProviderConnectionError(f"HTTP client error for {where}: {exc}", provider=provider)
     return ProviderError(f"unexpected error: {type(exc).__name__}: {exc}", provider=provider)
+
+
+def _one_line(message: object) -> str:
+    """llhttp's messages span lines (the offending bytes, then a caret): one line of them."""
+    parts = [p.strip() for p in str(message).splitlines()]
+    return " ".join(p for p in parts if p and set(p) != {"^"})
 
 
 def _error_message(body: bytes) -> str:
@@ -190,6 +448,103 @@ def json_bytes(obj: Any) -> bytes:
     return bytes(memoryview(data)) if len(data) < 16384 else data
 
 
+_JSON_HEADERS = {"content-type": "application/json"}
+_SECRET_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|signature|session")
+
+
+def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` whose credential-like values (names with auth, key, token, secret,
+    cookie, signature, session) are :class:`~parallelrag.config.MaskedStr`: the wire value is
+    unchanged, reprs show ``'***'``."""
+    return {k: MaskedStr(v) if _SECRET_HEADER.search(k) else v for k, v in headers.items()}
+
+#: what reading a response body can raise (anything else is a caller's bug and passes unchanged)
+_TRANSPORT_ERRORS = (aiohttp.ClientError, HttpProcessingError, OSError, asyncio.TimeoutError)
+
+
+# --------------------------------------------------------------------------- sending
+async def send(
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str],
+    data: bytes | None,
+    timeouts: Timeouts,
+    options: HttpOptions | None = None,
+) -> aiohttp.ClientResponse:
+    """Send one request and return the response once its head arrived (any status but 3xx).
+
+    Follows 307/308 (see the module docstring); the caller reads or streams the body and must
+    release or close the response. Failures are ProviderErrors.
+    """
+    opts = options or HttpOptions()
+    session = get_session()
+    try:
+        target = _url(url)
+    except ValueError as exc:
+        raise BadRequestError(f"invalid URL {url[:200]!r}: {exc}", provider=provider) from None
+    hdrs = headers
+    loop = asyncio.get_running_loop()
+    deadline = None if timeouts.total is None else loop.time() + timeouts.total
+    for hop in range(MAX_REDIRECTS + 1):
+        proxy, proxy_headers = opts.proxy_for(target)
+        timeout = client_timeout(timeouts) if hop == 0 or deadline is None else client_timeout(
+            timeouts, max(0.001, deadline - loop.time()))
+        ssl_arg = opts.ssl_for(target)
+        hop_headers = hdrs
+        if proxy_headers and target.scheme == "http":
+            # absolute-form through the proxy: its credentials ride on the request itself
+            # (for https targets aiohttp puts proxy_headers on the CONNECT only)
+            hop_headers = {**hdrs, **proxy_headers}
+        try:
+            resp = await session.request(
+                method, target, data=data, headers=hop_headers, proxy=proxy,
+                proxy_headers=proxy_headers,
+                ssl=ssl_arg, timeout=timeout, allow_redirects=False,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate_exception(exc, provider, url=target, timeouts=timeouts) from None
+        status = resp.status
+        if status < 300 or status >= 400:
+            return resp
+        location = resp.headers.get("location", "")
+        if status not in (307, 308) or not location:
+            resp.close()
+            shown = safe_url(target.join(URL(location))) if location else "(no Location header)"
+            raise BadRequestError(
+                f"unexpected redirect {status} from {safe_url(target)} to {shown}: only 307/308 "
+                "are followed for API requests; point base_url at the new location",
+                provider=provider, status_code=status, request_id=_request_id(resp.headers),
+            )
+        try:
+            await resp.read()  # a small body: read it so the connection can be reused
+        except asyncio.CancelledError:
+            resp.close()
+            raise
+        except Exception:
+            resp.close()
+        else:
+            resp.release()
+        try:
+            nxt = target.join(URL(location))
+        except ValueError:
+            nxt = URL()
+        if nxt.scheme not in ("http", "https") or not nxt.host:
+            raise BadRequestError(
+                f"redirect {status} from {safe_url(target)} to an unusable location "
+                f"{location[:200]!r}", provider=provider, status_code=status)
+        if _origin(nxt) != _origin(target):
+            hdrs = {k: v for k, v in hdrs.items() if k.lower() not in CREDENTIAL_HEADERS}
+        target = nxt
+    raise BadRequestError(
+        f"too many redirects: more than {MAX_REDIRECTS} hops from {safe_url(url)}",
+        provider=provider, status_code=status,
+    )
+
+
 async def request(
     method: str,
     url: str,
@@ -197,38 +552,79 @@ async def request(
     provider: str,
     headers: Mapping[str, str] | None = None,
     json_body: Any = None,
+    data: bytes | None = None,
     timeouts: Timeouts,
+    options: HttpOptions | None = None,
 ) -> HttpResponse:
-    """One HTTP request, fully read. Raises a ProviderError for non-2xx or transport failures."""
-    data = json_bytes(json_body) if json_body is not None else None
-    hdrs = {"content-type": "application/json", **(headers or {})}
-    if use_lean_transport():
-        try:
-            r = await get_pool().request(
-                method, url, hdrs, data, connect_timeout=timeouts.connect,
-                read_timeout=timeouts.read, total_timeout=timeouts.total,
-            )
-        except asyncio.CancelledError:
-            raise
-        except ValueError as exc:
-            raise BadRequestError(f"invalid request: {exc}", provider=provider) from None
-        except Exception as exc:
-            raise translate_exception(exc, provider) from None
-        if r.status >= 400:
-            raise error_for_status(r.status, r.headers, r.body, provider)
-        return HttpResponse(r.status, r.headers, r.body)
-    session = get_session()
+    """One HTTP request, fully read. Raises a ProviderError for non-2xx or transport failures.
+
+    ``headers`` go out as given (add ``content-type`` there to avoid a copy per call); the body is
+    ``data`` or ``json_body`` serialized once.
+    """
+    if data is None and json_body is not None:
+        data = json_bytes(json_body)
+    if headers is None:
+        headers = _JSON_HEADERS
+    elif "content-type" not in headers:
+        headers = {**_JSON_HEADERS, **headers}
+    resp = await send(method, url, provider=provider, headers=headers, data=data,
+                      timeouts=timeouts, options=options)
     try:
-        async with session.request(
-            method, url, data=data, headers=hdrs, timeout=client_timeout(timeouts)
-        ) as resp:
-            body = await resp.read()
-            status = resp.status
-            rheaders = resp.headers
+        body = await resp.read()
     except asyncio.CancelledError:
+        resp.close()
         raise
     except Exception as exc:
-        raise translate_exception(exc, provider) from None
+        resp.close()
+        raise translate_exception(exc, provider, url=url, timeouts=timeouts) from None
+    resp.release()
+    status = resp.status
     if status >= 400:
-        raise error_for_status(status, rheaders, body, provider)
-    return HttpResponse(status, rheaders, body)
+        raise error_for_status(status, resp.headers, body, provider)
+    return HttpResponse(status, resp.headers, body)
+
+
+@asynccontextmanager
+async def stream(
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str],
+    data: bytes | None,
+    timeouts: Timeouts,
+    options: HttpOptions | None = None,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send a request and yield the response for streaming once its status is 2xx.
+
+    Non-2xx: the matching ProviderError (body read). Failures while the caller reads the body
+    (timeouts, cut-off streams) are translated as they leave the ``async with`` block. On exit
+    the response is released if it was read to the end and closed (connection dropped)
+    otherwise, so an abandoned stream stops the server promptly.
+    """
+    resp = await send(method, url, provider=provider, headers=headers, data=data,
+                      timeouts=timeouts, options=options)
+    try:
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                body = b""
+            raise error_for_status(resp.status, resp.headers, body, provider)
+        yield resp
+    except (asyncio.CancelledError, ProviderError):
+        resp.close()
+        raise
+    except _TRANSPORT_ERRORS as exc:
+        resp.close()
+        raise translate_exception(exc, provider, url=url, timeouts=timeouts) from None
+    except BaseException:
+        resp.close()
+        raise
+    else:
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..config import Secret, Timeouts, env, secret_from
+from ..config import MaskedStr, Secret, Timeouts, env, secret_from
 from ..errors import BadRequestError, ConfigError, ResponseError
 from ..resilience import Resilience, ResilienceConfig, shared_resilience
-from .http import HttpResponse, request
+from .http import HttpOptions, HttpResponse, masked_headers, request
 
 __all__ = ["OpenAICompat", "sanitize_text"]
 
@@ -31,7 +33,14 @@ def sanitize_text(text: str) -> str:
 
 
 class OpenAICompat:
-    """Endpoint, credentials and shared resilience for one (base_url, model) of an OpenAI-style API."""
+    """Endpoint, credentials and shared resilience for one (base_url, model) of an OpenAI-style API.
+
+    ``proxy``: an ``http://`` or ``https://`` proxy URL for every request of this provider (wins
+    over ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``, which apply otherwise).
+    ``verify``: ``True`` (system CAs, honouring ``SSL_CERT_FILE``), a CA bundle path, an
+    :class:`ssl.SSLContext`, or ``False`` (no certificate checks). Headers are built once here;
+    values that carry the key are masked in reprs.
+    """
 
     def __init__(
         self,
@@ -46,12 +55,15 @@ class OpenAICompat:
         resilience: ResilienceConfig | None = None,
         headers: Mapping[str, str] | None = None,
         provider: str | None = None,
+        proxy: str | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
     ) -> None:
         if not model and not azure_deployment:
             raise ConfigError("a model (or Azure deployment) name is required")
         self.model = model or (azure_deployment or "")
         self.timeouts = Timeouts.of(timeouts)
-        self.extra_headers = dict(headers or {})
+        self.http = HttpOptions(proxy=proxy, verify=verify)
+        self.extra_headers = masked_headers(headers or {})
         self.azure = azure_endpoint is not None or azure_deployment is not None
         if self.azure:
             endpoint = azure_endpoint or env("AZURE_OPENAI_ENDPOINT")
@@ -77,27 +89,40 @@ class OpenAICompat:
                 raise ConfigError("OpenAI needs api_key= or OPENAI_API_KEY")
         self.resilience: Resilience = shared_resilience((self.base_url, self.model), resilience)
         self._b64_supported: bool | None = None
+        self._headers = self._build_headers()
+        self._urls: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"OpenAICompat(provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r})"
 
     # ------------------------------------------------------------------ plumbing
     def url(self, endpoint: str) -> str:
-        if self.azure:
-            return (
-                f"{self.base_url}/openai/deployments/{self.deployment}/{endpoint}"
-                f"?api-version={self.api_version}"
-            )
-        return f"{self.base_url}/{endpoint}"
+        url = self._urls.get(endpoint)
+        if url is None:
+            if self.azure:
+                url = (
+                    f"{self.base_url}/openai/deployments/{self.deployment}/{endpoint}"
+                    f"?api-version={self.api_version}"
+                )
+            else:
+                url = f"{self.base_url}/{endpoint}"
+            self._urls[endpoint] = url
+        return url
 
-    def headers(self) -> dict[str, str]:
-        h = dict(self.extra_headers)
+    def _build_headers(self) -> dict[str, str]:
+        h: dict[str, str] = dict(self.extra_headers)
+        if not any(k.lower() == "content-type" for k in h):
+            h["content-type"] = "application/json"
         if self.api_key is not None:
             if self.azure:
-                h["api-key"] = self.api_key.get()
+                h["api-key"] = MaskedStr(self.api_key.get())
             else:
-                h["authorization"] = f"Bearer {self.api_key.get()}"
+                h["authorization"] = MaskedStr(f"Bearer {self.api_key.get()}")
         return h
+
+    def headers(self) -> dict[str, str]:
+        """The request headers (a copy): content type, extra headers, the key (masked repr)."""
+        return dict(self._headers)
 
     async def post(self, endpoint: str, payload: Any) -> HttpResponse:
         """One attempt (no retries): the resilience executor wraps this."""
@@ -105,9 +130,10 @@ class OpenAICompat:
             "POST",
             self.url(endpoint),
             provider=self.provider,
-            headers=self.headers(),
+            headers=self._headers,
             json_body=payload,
             timeouts=self.timeouts,
+            options=self.http,
         )
         self.resilience.rate_limiter.update_from_headers(resp.headers)
         return resp

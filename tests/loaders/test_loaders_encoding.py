@@ -82,3 +82,36 @@ def test_fallbacks_without_charset_normalizer(monkeypatch: pytest.MonkeyPatch) -
 def test_invalid_utf16_after_bom() -> None:
     with pytest.raises(LoaderError, match=r"^undecodable: invalid utf-16-le"):
         decode_text(codecs.BOM_UTF16_LE + b"\x00\xd8")  # lone high surrogate
+
+
+def test_mostly_utf8_with_a_bad_byte_keeps_the_text_with_replacements() -> None:
+    """Issue 14: a UTF-8 file with one bad byte was dropped whole as undecodable (or garbled)."""
+    good = "Größe und Gewicht: naïve café, déjà vu. " * 50
+    data = good.encode() + b"\xff" + good.encode()
+    text = decode_text(data)
+    assert text == good + "\ufffd" + good
+    encoding.replacements(reset=True)
+    decode_text(data)
+    assert encoding.replacements() == 1
+
+
+def test_ascii_with_a_few_bad_bytes_is_not_read_in_a_code_page() -> None:
+    """Issue 14: an ASCII file with a few bad bytes came back as `˙ţĂ(` (cp1250 guess)."""
+    body = "The quick brown fox jumps over the lazy dog. " * 40
+    data = body.encode() + b"\xff\xfe\xc3(" + body.encode()
+    text = decode_text(data)
+    assert text == body + "\ufffd\ufffd\ufffd(" + body
+    assert "˙" not in text and "ţ" not in text
+    encoding.replacements(reset=True)
+    decode_text(data)
+    assert encoding.replacements(reset=True) == 3
+    assert encoding.replacements() == 0
+
+
+def test_real_legacy_text_still_uses_its_code_page() -> None:
+    assert decode_text(FRENCH.encode("cp1252")) == FRENCH
+    russian = "Привет, как дела? Это обычный русский текст о погоде и книгах. " * 20
+    assert decode_text(russian.encode("cp1251")) == russian
+    encoding.replacements(reset=True)
+    decode_text(russian.encode("cp1251"))
+    assert encoding.replacements() == 0

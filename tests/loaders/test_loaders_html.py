@@ -84,3 +84,25 @@ def test_page_chrome_is_dropped() -> None:
     text, title = html_to_text(html)
     assert text == "# Title\n\nBody text\n\nend"
     assert title == "Title"
+
+
+def test_outline_lists_headings_at_their_line_offsets() -> None:
+    from parallelrag.loaders.html import HtmlText
+
+    parser = HtmlText()
+    parser.feed("<title>T</title><nav><h2>Menu</h2></nav><h1>Top</h1><p>a</p>"
+                "<h3>Deep <a class='headerlink' href='#x'>¶</a></h3><p>x</p><h6>Six</h6>"
+                "<h2> </h2><p>end</p>")
+    parser.close()
+    assert parser.outline == [(0, 1, "Top"), (10, 3, "Deep"), (23, 6, "Six")]  # chrome, empty out
+    for off, level, text in parser.outline:
+        assert parser.text[off:].startswith("#" * level + " " + text)
+
+
+def test_loaded_document_carries_the_outline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "o.html"
+    p.write_text("<h1>A</h1><p>one</p><h2>B</h2><p>two</p>")
+    docs = load_file(p)
+    assert isinstance(docs, list)
+    assert docs[0].outline == [(0, 1, "A"), (10, 2, "B")]
+    assert docs[0].text == "# A\n\none\n\n## B\n\ntwo"

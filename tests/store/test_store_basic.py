@@ -204,7 +204,11 @@ def test_hybrid_fusion(store: EmbeddedStore) -> None:
     vec_rank = [h.chunk_id for h in store.search_vector(q, k=50)].index(hits[0].chunk_id) + 1
     kw_rank = [h.chunk_id for h in store.search_keyword("kangaroo", k=50)].index(hits[0].chunk_id) + 1
     assert vec_rank == 1 and kw_rank <= 2
-    assert hits[0].score == pytest.approx(1 / (60 + vec_rank) + 1 / (60 + kw_rank))
+    from parallelrag.store.fusion import fuse
+
+    vec = [(h.chunk_id, h.score) for h in store.search_vector(q, k=50)]
+    kw = [(h.chunk_id, h.score) for h in store.search_keyword("kangaroo", k=50)]
+    assert hits[0].score == pytest.approx(fuse(vec, kw, 1)[0].score)  # the shared fusion
     assert {h.text for h in hits[1:]} == {"unrelated words", "kangaroo kangaroo kangaroo kangaroo"}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert store.search_hybrid("", q, k=2)[0].text == "kangaroo habitat kangaroo"  # vector only

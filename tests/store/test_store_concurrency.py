@@ -165,3 +165,94 @@ def test_incremental_refresh_between_instances(tmp_path: Path, n: int) -> None:
     assert b._index.max_id > before
     a.close()
     b.close()
+
+
+MP_DIM = 16
+MP_READER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from parallelrag.store import EmbeddedStore
+    sys.path.insert(0, sys.argv[3])
+    from test_store_concurrency import mp_vectors, MP_DIM, mp_query
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    q = mp_query()
+    checks = opens = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        # reopen now and then: between two opens the writer may compact the vector file
+        with EmbeddedStore.open(path, dimension=MP_DIM, model_id="m", read_only=True) as s:
+            opens += 1
+            for _ in range(10):
+                hits = s.search_vector(q, k=10_000)
+                versions = {}
+                for h in hits:
+                    v = h.metadata["version"]
+                    assert versions.setdefault(h.source, v) == v, (h.source, "mixes versions")
+                    want = float(mp_vectors(int(h.source[3:]), v)[h.index] @ q)
+                    assert abs(h.score - want) < 1e-4, (h.source, v, h.index, h.score, want)
+                    checks += 1
+                for source, v in versions.items():
+                    n = sum(1 for h in hits if h.source == source)
+                    assert n == len(mp_vectors(int(source[3:]), v)), (source, v, "partial")
+        time.sleep(0.02)
+    print(checks, opens, flush=True)
+    """
+)
+
+
+def mp_query() -> np.ndarray:
+    q = np.random.default_rng(99).standard_normal(MP_DIM).astype(np.float32)
+    return q / np.linalg.norm(q)
+
+
+def mp_vectors(doc: int, version: int) -> np.ndarray:
+    """The vectors of ``doc`` at ``version``: distinct per (doc, version, chunk), so a reader
+    that read another chunk's row (a stale or reused slot) gets a wrong score."""
+    rng = np.random.default_rng(doc * 100_003 + version)
+    v = rng.standard_normal((2 + (doc + version) % 9, MP_DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_readers_in_other_processes_during_writes(tmp_path: Path) -> None:
+    """Read-only processes search while this one replaces and removes documents (and compacts
+    the vector file whenever no reader has it open): every hit carries the exact score of its
+    own vector and no document is ever partial or mixed."""
+    path = tmp_path / "mp"
+    store = EmbeddedStore.open(path, dimension=MP_DIM, model_id="m")
+
+    def item(doc: int, version: int):  # type: ignore[no-untyped-def]
+        vecs = mp_vectors(doc, version)
+        texts = [f"d{doc} v{version} c{i}" for i in range(len(vecs))]
+        return (f"doc{doc}", f"v{version}", make_chunks(texts), vecs, {"version": version})
+
+    store.replace_documents([item(d, 0) for d in range(40)])
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MP_READER, str(path), "4", str(Path(__file__).parent)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    rng = np.random.default_rng(5)
+    version = 0
+    gens = set()
+    try:
+        while any(r.poll() is None for r in readers):
+            version += 1
+            docs = rng.choice(40, size=8, replace=False)
+            store.replace_documents([item(int(d), version) for d in docs])
+            if version % 3 == 0:
+                store.remove_document(f"doc{int(rng.integers(40))}")
+            gens.add(store._index.gen)
+        outs = [r.communicate(timeout=60) for r in readers]
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+        store.close()
+    for r, (out, err) in zip(readers, outs, strict=True):
+        assert r.returncode == 0, err
+        checks, opens = map(int, out.split())
+        assert checks > 0 and opens > 0
+    assert version > 10

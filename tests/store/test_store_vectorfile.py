@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from store_helpers import make_chunks, unit
 
+from parallelrag.errors import StoreError
 from parallelrag.store import EmbeddedStore, VectorIndex, ann_available
 
 DIM = 24
@@ -26,19 +26,35 @@ def fill(store: EmbeddedStore, rng: np.random.Generator, docs: range, per_doc: i
     store.replace_documents(items)
 
 
-def db_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def vec_state(path: Path) -> tuple[int, int]:
     con = sqlite3.connect(path / "store.sqlite")
     try:
-        rows = con.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+        got = dict(con.execute(
+            "SELECT key, value FROM manifest WHERE key IN ('vector_gen', 'vector_rows')").fetchall())
     finally:
         con.close()
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    mat = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-    return ids, mat
+    return int(got["vector_gen"]), int(got["vector_rows"])
+
+
+def db_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The store's live vectors read straight from its files: the vector file's committed rows
+    whose chunk row exists, in id order (independent of the index under test)."""
+    gen, rows = vec_state(path)
+    ids = np.fromfile(path / f"matrix-{gen}-ids.bin", dtype=np.int64)[:rows]
+    mat = np.fromfile(path / f"matrix-{gen}-f32.bin", dtype=np.float32)[: rows * DIM].reshape(rows, DIM)
+    con = sqlite3.connect(path / "store.sqlite")
+    try:
+        live = np.array([r[0] for r in con.execute("SELECT id FROM chunks ORDER BY id")], dtype=np.int64)
+        assert con.execute("SELECT coalesce(sum(length(vector)), 0) FROM chunks").fetchone()[0] == 0
+    finally:
+        con.close()
+    keep = np.isin(ids, live)
+    assert sorted(ids[keep].tolist()) == live.tolist()  # every chunk has its vector
+    return ids[keep], mat[keep]
 
 
 def assert_exact(store: EmbeddedStore, rng: np.random.Generator, n_queries: int = 10) -> None:
-    """The index holds exactly the database's live vectors and ranks like brute force over them."""
+    """The index holds exactly the store's live vectors and ranks like brute force over them."""
     ids, mat = db_vectors(store.path)
     for q in unit(rng, n_queries, DIM):
         want = ids[np.argsort(-(mat @ q), kind="stable")[:5]]
@@ -48,111 +64,83 @@ def assert_exact(store: EmbeddedStore, rng: np.random.Generator, n_queries: int 
     assert sorted(store._index.live_ids().tolist()) == ids.tolist()
 
 
-def ckpt(path: Path) -> dict[str, int]:
-    meta = json.loads((path / "matrix.json").read_text())
-    assert isinstance(meta, dict)
-    return meta
-
-
 def test_vectors_live_in_the_directory_file_not_the_heap(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         fill(s, rng, range(50), 20)
         st = s.stats()
-        assert s._index.persistent
+        assert s._index.shared
         assert st["vector_file_bytes"] == 1000 * DIM * 4
         assert st["vector_memory_bytes"] < 1000 * DIM * 4 / 2  # ids + mask only
         # the matrix is a read-only view of a shared mapping, not an owned array
         assert not s._index._mat.flags.owndata and not s._index._mat.flags.writeable
-        assert (path / "matrix-f32.bin").stat().st_size >= 1000 * DIM * 4
-        assert_exact(s, rng)
-    assert ckpt(path)["rows"] == 1000
+        assert (path / "matrix-1-f32.bin").stat().st_size >= 1000 * DIM * 4
+        assert_exact(s, rng)  # also: no chunk row holds a vector (the file is the only copy)
+    assert vec_state(path) == (1, 1000)
 
 
-def test_reopen_adopts_checkpointed_rows_and_applies_the_delta(tmp_path: Path) -> None:
+def test_two_writers_share_the_file_and_reopen_is_exact(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         fill(s, rng, range(30), 10)
-    assert ckpt(path)["rows"] == 300
-    # a second instance in the same process cannot own the files: it works on a private copy
-    # and changes the database behind the owner's checkpoint
-    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as owner:
-        assert owner._index.persistent and owner._index._ckpt_rows == 300  # adopted, not re-read
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as first:
+        assert first._index.shared and first._index._n == 300
         with EmbeddedStore.open(path, dimension=DIM, model_id="m") as other:
-            assert not other._index.persistent
             for d in range(0, 30, 3):
                 other.remove_document(f"d{d}")
             fill(other, rng, range(5), 7, prefix="n")
             assert_exact(other, rng)
-        assert_exact(owner, rng)  # the owner catches up through the deletion log
+            fill(first, rng, range(5, 8), 7, prefix="n")  # appends after the other's rows
+            assert_exact(other, rng)
+        assert_exact(first, rng)  # catches up through the row count and the deletion log
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         assert_exact(s, rng)
-        assert len(s._index) == 300 - 100 + 35
+        assert len(s._index) == 300 - 100 + 56
 
 
-def test_rows_past_the_checkpoint_are_reread_from_the_database(tmp_path: Path) -> None:
+def test_rows_past_the_recorded_count_are_ignored_then_overwritten(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         fill(s, rng, range(20), 10)
-    # as after a crash: rows after the checkpoint hold garbage (or were never written)
+    # as after a crash between the vector write and the commit: rows past the count hold data
+    # that no chunk refers to
+    with open(path / "matrix-1-f32.bin", "r+b") as f:
+        f.seek(200 * DIM * 4)
+        f.write(np.full((100, DIM), 7.0, dtype=np.float32).tobytes())
+    with open(path / "matrix-1-ids.bin", "r+b") as f:
+        f.seek(200 * 8)
+        f.write(np.arange(10**6, 10**6 + 100, dtype=np.int64).tobytes())
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        assert s._index._n == 200
+        assert_exact(s, rng)
         fill(s, rng, range(20, 30), 10)
-        idx = s._index
-        with open(path / "matrix-f32.bin", "r+b") as f:
-            f.seek(200 * DIM * 4)
-            f.write(np.full((100, DIM), 7.0, dtype=np.float32).tobytes())
-        idx.release()  # dies without a checkpoint
-        s._closed = True
-        s._close_connections()
-    assert ckpt(path)["rows"] == 200
-    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
-        assert s._index._ckpt_rows == 200
+        assert vec_state(path) == (1, 300)
         assert_exact(s, rng)
 
 
-@pytest.mark.parametrize("damage", ["short-file", "bad-ids", "other-store", "bad-json", "dimension"])
-def test_untrusted_vector_files_are_rebuilt(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["short-file", "bad-ids", "missing"])
+def test_a_damaged_vector_file_is_an_error_not_wrong_results(tmp_path: Path, damage: str) -> None:
     rng = np.random.default_rng(3)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         fill(s, rng, range(20), 10)
-    meta = ckpt(path)
     if damage == "short-file":
-        with open(path / "matrix-f32.bin", "r+b") as f:
+        with open(path / "matrix-1-f32.bin", "r+b") as f:
             f.truncate(100 * DIM * 4)
     elif damage == "bad-ids":
-        with open(path / "matrix-ids.bin", "r+b") as f:
+        with open(path / "matrix-1-ids.bin", "r+b") as f:
             f.seek(8 * 50)
             f.write(np.int64(10**9).tobytes())
-    elif damage == "other-store":
-        # the database is replaced by a new store whose chunk ids start again at 1
-        for f in path.glob("store.sqlite*"):
-            f.unlink()
-        with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
-            s._index.release()  # keep the old matrix files as they are
-            s._closed = True
-            s._close_connections()
-        con = sqlite3.connect(path / "store.sqlite")
-        con.close()
-    elif damage == "bad-json":
-        (path / "matrix.json").write_text("{not json")
-    elif damage == "dimension":
-        (path / "matrix.json").write_text(json.dumps({**meta, "dimension": DIM + 1}))
-    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
-        assert s._index._ckpt_rows == 0  # nothing adopted
-        if damage == "other-store":
-            assert len(s._index) == 0
-            fill(s, rng, range(3), 4)
-        assert_exact(s, rng)
-    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
-        assert s._index._ckpt_rows == len(s._index) > 0  # the rebuilt file was checkpointed
-        assert_exact(s, rng)
+    else:
+        (path / "matrix-1-ids.bin").unlink()
+    with pytest.raises(StoreError):
+        EmbeddedStore.open(path, dimension=DIM, model_id="m").close()
 
 
-def test_compaction_rewrites_the_file(tmp_path: Path) -> None:
+def test_compaction_writes_a_new_generation(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
@@ -161,25 +149,45 @@ def test_compaction_rewrites_the_file(tmp_path: Path) -> None:
             s.remove_document(f"d{d}")
         n = s._index._n
         assert len(s._index) == 750 and n < 1000  # dead rows dropped from the file
-        assert ckpt(path)["rows"] == n  # a compaction checkpoints the new file
-        assert (path / "matrix-f32.bin").stat().st_size < 2000 * DIM * 4
+        gen, rows = vec_state(path)
+        assert gen >= 2 and rows == n
+        assert not (path / "matrix-1-f32.bin").exists()  # the old generation is gone
+        assert (path / f"matrix-{gen}-f32.bin").stat().st_size < 2000 * DIM * 4
         assert_exact(s, rng)
         fill(s, rng, range(3), 5, prefix="n")
         assert_exact(s, rng)
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
-        assert s._index._ckpt_rows == n + 15
+        assert s._index._n == n + 15
         assert_exact(s, rng)
 
 
-def test_read_only_store_uses_a_private_file(tmp_path: Path) -> None:
+def test_no_compaction_while_another_store_has_the_file_open(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "i"
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        fill(s, rng, range(40), 50)
+        with EmbeddedStore.open(path, dimension=DIM, model_id="m", read_only=True) as ro:
+            for d in range(25):
+                s.remove_document(f"d{d}")
+            assert vec_state(path) == (1, 2000)  # the reader maps generation 1: kept
+            assert_exact(ro, rng)
+            assert_exact(s, rng)
+        s.remove_document("d25")  # the next write, alone again, compacts
+        assert vec_state(path) == (2, 700)
+        assert_exact(s, rng)
+
+
+def test_read_only_store_reads_the_shared_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     path = tmp_path / "i"
     with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
         fill(s, rng, range(10), 10)
         before = sorted(p.name for p in path.iterdir())
         with EmbeddedStore.open(path, dimension=DIM, model_id="m", read_only=True) as ro:
-            assert not ro._index.persistent
+            assert ro._index.shared and not ro._index._mat.flags.writeable
             assert_exact(ro, rng)
+            fill(s, rng, range(10, 15), 10)
+            assert_exact(ro, rng)  # the writer's rows are seen through the same file
             assert sorted(p.name for p in path.iterdir()) == before
 
 
@@ -243,3 +251,103 @@ def test_vector_index_without_directory_still_works() -> None:
     got, _ = idx.search(v[1500], 1)
     assert int(got[0]) == 1501
     idx.release()
+
+
+def test_stale_generations_are_removed_when_no_one_else_has_the_store_open(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    path = tmp_path / "i"
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        fill(s, rng, range(5), 4)
+    for name in ("matrix-2-f32.bin", "matrix-2-ids.bin"):  # as left by a killed compaction
+        (path / name).write_bytes(b"\0" * 4096)
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m", read_only=True) as ro:
+        with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+            assert (path / "matrix-2-f32.bin").exists()  # another store has it open: kept
+            assert_exact(s, rng)
+        assert_exact(ro, rng)
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        assert not (path / "matrix-2-f32.bin").exists() and not (path / "matrix-2-ids.bin").exists()
+        assert (path / "matrix-1-f32.bin").exists()
+        assert_exact(s, rng)
+
+
+def test_export_and_copy_read_the_vectors_from_the_file(tmp_path: Path) -> None:
+    from parallelrag.store.transfer import copy_index
+
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 6, DIM)
+    with EmbeddedStore.open(tmp_path / "a", dimension=DIM, model_id="m") as s:
+        s.replace_documents([("x", "h1", make_chunks(["a0", "a1", "a2"]), vecs[:3], {"k": 1}),
+                             ("y", "h2", make_chunks(["b0", "b1", "b2"]), vecs[3:], None)])
+        got = s.export_documents(["y", "missing", "x"])
+        assert [(r.source, r.content_hash) for r, _, _ in got] == [("y", "h2"), ("x", "h1")]
+        assert [c.text for c in got[1][1]] == ["a0", "a1", "a2"]
+        assert np.array_equal(got[0][2], vecs[3:]) and np.array_equal(got[1][2], vecs[:3])
+    rep = copy_index(tmp_path / "a", tmp_path / "b")
+    assert rep is not None
+    with EmbeddedStore.open(tmp_path / "b", dimension=DIM, model_id="m") as b:
+        for i, text in enumerate(["a0", "a1", "a2", "b0", "b1", "b2"]):
+            hit = b.search_vector(vecs[i], k=1)[0]
+            assert hit.text == text and hit.score > 0.9999
+
+
+_COMPACT_CHILD = r"""
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from test_store_vectorfile import fill, DIM
+from parallelrag.store import EmbeddedStore, embedded
+def hook(point):
+    if point == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+s = EmbeddedStore.open(sys.argv[1], dimension=DIM, model_id="m")
+embedded._test_hook = hook
+for d in range(25):
+    s.remove_document(f"d{d}")  # the compaction starts once a quarter of the rows are dead
+print("not killed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("point", ["compaction-written", "compaction-committed"])
+def test_kill_9_during_compaction(tmp_path: Path, point: str) -> None:
+    rng = np.random.default_rng(10)
+    path = tmp_path / "i"
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        fill(s, rng, range(40), 50)  # 2000 rows
+    proc = subprocess.run([sys.executable, "-c", _COMPACT_CHILD, str(path), point,
+                           str(Path(__file__).parent)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    gen, _ = vec_state(path)
+    assert gen == (1 if point == "compaction-written" else 2)
+    assert (path / "matrix-1-f32.bin").exists() and (path / "matrix-2-f32.bin").exists()
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        assert_exact(s, rng)  # whichever generation is recorded is complete
+        assert not (path / f"matrix-{3 - gen}-f32.bin").exists()  # the other one is deleted
+        for d in range(25, 40):
+            s.remove_document(f"d{d}")
+        fill(s, rng, range(5), 3, prefix="n")
+        assert_exact(s, rng)
+    with EmbeddedStore.open(path, dimension=DIM, model_id="m") as s:
+        assert_exact(s, rng)
+
+
+def test_a_writer_whose_file_was_compacted_meanwhile_reloads_before_writing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    path = tmp_path / "i"
+    a = EmbeddedStore.open(path, dimension=DIM, model_id="m")
+    b = EmbeddedStore.open(path, dimension=DIM, model_id="m")
+    try:
+        fill(a, rng, range(40), 50)
+        a._unlock()  # as in the moment a failed lock upgrade leaves it without its shared lock
+        for d in range(25):
+            b.remove_document(f"d{d}")
+        gen = vec_state(path)[0]
+        assert gen >= 2 and a._index.gen == 1  # b compacted; a still maps generation 1
+        fill(a, rng, range(3), 5, prefix="n")  # a writes first: it reloads at BEGIN
+        assert a._index.gen == gen and vec_state(path)[0] == gen
+        assert len(a._index) == 765 and vec_state(path)[1] == a._index._n
+        assert_exact(a, rng)
+        assert_exact(b, rng)
+    finally:
+        a.close()
+        b.close()

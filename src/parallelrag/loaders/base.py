@@ -25,13 +25,15 @@ class LoadResult:
 
     ``documents`` is empty exactly when ``skip`` is set. ``content_hash`` is the sha256 hex digest
     of the file's bytes; it is ``None`` when the file was skipped before it was read (too large,
-    broken symlink, ...).
+    broken symlink, ...). ``replacements`` counts the U+FFFD characters that decoding put in
+    place of bad bytes (a mostly-UTF-8 file with a few damaged bytes is kept, not dropped).
     """
 
     path: str
     documents: list[Document] = field(default_factory=list)
     skip: Skip | None = None
     content_hash: str | None = None
+    replacements: int = 0
 
     @property
     def ok(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from ..documents import Document
 from ..errors import LoaderError
 from .base import Loader, LoadResult, Skip
+from .encoding import replacements
 from .html import load_html
 from .jsonfile import load_json, load_jsonl
 from .pdf import load_pdf
@@ -118,10 +119,12 @@ def load_source(path: str | os.PathLike[str], *, text_field: str | None = None,
     if max_bytes is not None and len(data) > max_bytes:  # grew since stat
         return LoadResult(key, skip=Skip(key, f"too large (> max_bytes {max_bytes})"))
     digest = hashlib.sha256(data).hexdigest()
+    replacements(reset=True)
     out = load_bytes(p, data, text_field=text_field, mtime=st.st_mtime)
+    replaced = replacements(reset=True)
     if isinstance(out, Skip):
         return LoadResult(key, skip=out, content_hash=digest)
-    return LoadResult(key, documents=out, content_hash=digest)
+    return LoadResult(key, documents=out, content_hash=digest, replacements=replaced)
 
 
 def load_file(path: str | os.PathLike[str], *, text_field: str | None = None) -> list[Document] | Skip:

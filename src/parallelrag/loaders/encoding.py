@@ -1,30 +1,37 @@
-"""Bytes → text: UTF-8 first, then a detected legacy encoding; binary and undecodable detection.
+"""Bytes → text: UTF-8 first, then a legacy encoding only when the bytes really are one.
 
 Order of attempts (:func:`decode_text`):
 
 1. a byte-order mark (UTF-8, UTF-16, UTF-32) decides;
 2. a NUL byte in the first 8 KiB means binary;
 3. strict UTF-8;
-4. an encoding the document declares (HTML ``<meta charset>``), if it decodes cleanly;
-5. cp1252 (Windows Western, a superset of printable latin-1), when the result reads like
+4. **mostly UTF-8**: when the file has at least as many valid multi-byte UTF-8 characters as
+   invalid bytes, it is UTF-8 with a few damaged bytes: decoded with U+FFFD replacement
+   characters (counted, see :func:`replacements`), not re-read in a code page;
+5. an encoding the document declares (HTML ``<meta charset>``), if it decodes cleanly;
+6. cp1252 (Windows Western, a superset of printable latin-1), when the result reads like
    Western text: non-ASCII letters come alone or in pairs (``café``, ``Größe``), not in long
    runs as they do when Cyrillic or Greek bytes are read as cp1252;
-6. charset-normalizer's best guess, if the package is installed;
+7. **ASCII with a few bad bytes** (under 2% of the bytes are non-ASCII): UTF-8 with replacement
+   characters; a guessed code page would turn the stray bytes into letters (``˙ţĂ``);
+8. charset-normalizer's best guess, if the package is installed;
    without it, cp1252 or latin-1 as a last resort;
 
-and every fallback result is rejected when it is heavy in control characters. When nothing fits the
-file is reported as undecodable.
+and every fallback result is rejected when it is heavy in control characters. A replacement
+decode is used only while at most 1% of the characters are replaced. When nothing fits the file
+is reported as undecodable.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+import threading
 from types import ModuleType
 
 from ..errors import LoaderError
 
-__all__ = ["BINARY_SNIFF_BYTES", "decode_text", "looks_binary"]
+__all__ = ["BINARY_SNIFF_BYTES", "decode_text", "looks_binary", "replacements"]
 
 BINARY_SNIFF_BYTES = 8192
 
@@ -46,6 +53,36 @@ _MAX_CONTROL_FALLBACK = 0.005
 _NON_ASCII_RUN = re.compile(r"[^\W\d_\x00-\x7f]{3,}")
 _NON_ASCII_LETTER = re.compile(r"[^\W\d_\x00-\x7f]")
 _MAX_RUN_SHARE = 0.3
+_SPARSE_NON_ASCII = 0.02  # share of non-ASCII bytes under which stray bytes are damage, not text
+_counter = threading.local()
+
+
+def replacements(reset: bool = False) -> int:
+    """Replacement characters inserted by :func:`decode_text` in this thread so far (for bad
+    bytes of a mostly-UTF-8 file); ``reset`` sets the count back to zero after reading it."""
+    n = int(getattr(_counter, "n", 0))
+    if reset:
+        _counter.n = 0
+    return n
+
+
+def _replaced(data: bytes) -> tuple[str, int] | None:
+    """UTF-8 with U+FFFD for bad bytes, and how many were replaced; None when it is not text."""
+    text = data.decode("utf-8", "replace")
+    n = text.count("\ufffd") - data.count("\ufffd".encode())
+    if _control_share(text.replace("\ufffd", "")) > _MAX_CONTROL_FALLBACK:
+        return None
+    if n > max(16, len(text) // 100):  # more than 1% damaged: not "a few bad bytes"
+        return None
+    return text, n
+
+
+def _multibyte_chars(data: bytes) -> int:
+    """Valid multi-byte UTF-8 characters in ``data`` (U+FFFD itself excluded)."""
+    text = data.decode("utf-8", "replace")
+    return sum(1 for ch in text if ch > "\x7f" and ch != "\ufffd")
+
+
 _WHATWG_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
                    "us-ascii": "cp1252", "ascii": "cp1252", "iso8859-1": "cp1252"}
 
@@ -111,11 +148,18 @@ def _finish(text: str, newlines: bool) -> str:
     return text
 
 
+def _finish_replaced(replaced: tuple[str, int], newlines: bool) -> str:
+    text, n = replaced
+    _counter.n = int(getattr(_counter, "n", 0)) + n
+    return _finish(text, newlines)
+
+
 def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = True) -> str:
     """Decode a file's bytes to text (see the module docstring for the order of attempts).
 
     ``declared`` is an encoding the document names itself (e.g. HTML ``<meta charset>``).
-    With ``newlines`` (the default) CRLF and CR line ends become ``\\n``.
+    With ``newlines`` (the default) CRLF and CR line ends become ``\\n``. Bad bytes kept as
+    U+FFFD are added to this thread's :func:`replacements` count.
     Raises :class:`LoaderError` with the message ``"binary"`` or ``"undecodable: ..."``.
     """
     for bom, encoding in _BOMS:
@@ -134,6 +178,12 @@ def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = Tr
         if _control_share(text) > _MAX_CONTROL_UTF8:
             raise LoaderError("binary")
         return _finish(text, newlines)
+    bad = data.decode("utf-8", "replace").count("\ufffd")
+    replaced: tuple[str, int] | None = None
+    if _multibyte_chars(data) >= bad:
+        replaced = _replaced(data)
+        if replaced is not None:
+            return _finish_replaced(replaced, newlines)
     if declared:
         name = declared.strip().lower()
         name = _WHATWG_ALIASES.get(name, name)
@@ -143,6 +193,11 @@ def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = Tr
     text_or_none = _try(data, "cp1252")
     if text_or_none is not None and _reads_western(text_or_none):
         return _finish(text_or_none, newlines)
+    non_ascii = sum(1 for b in data if b > 0x7F)
+    if non_ascii <= len(data) * _SPARSE_NON_ASCII:
+        replaced = _replaced(data)
+        if replaced is not None:
+            return _finish_replaced(replaced, newlines)
     text_or_none = _detect(data)
     if text_or_none is not None:
         return _finish(text_or_none, newlines)

@@ -1,7 +1,8 @@
 """HTML → plain text that keeps the document's shape.
 
 Headings become Markdown-style lines (``## Installing``) so that Markdown-aware splitters cut at
-sections; block elements (paragraphs, list items, table rows, ...) start new lines; ``<pre>`` keeps
+sections, and are listed in the document's ``outline`` (offset of the heading line, level, text) so
+that each chunk can carry the heading path it sits under; block elements (paragraphs, list items, table rows, ...) start new lines; ``<pre>`` keeps
 its whitespace; scripts, styles, templates, ``<noscript>``, inline SVG and page chrome (``<nav>``,
 elements with a navigation/banner/contentinfo role or a sidebar/footer/related/headerlink class)
 are dropped; entities are decoded. Built on the standard library's :class:`html.parser.HTMLParser`, with per-tag dispatch
@@ -75,8 +76,11 @@ class HtmlText(HTMLParser):
         self._in_title = False
         self._title: list[str] = []
         self._first_h1: str | None = None
+        self._len = 0  # characters in _parts
         self.text = ""
         self.title: str | None = None
+        #: ``(offset of the heading line in text, level 1-6, heading text)``, in text order
+        self.outline: list[tuple[int, int, str]] = []
 
     # -- output -------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -92,19 +96,26 @@ class HtmlText(HTMLParser):
             text = _WS.sub(" ", raw).strip()
             if not text:
                 return
+        heading: str | None = None
         if self._heading:
             text = text.rstrip(_HEADING_TRAILERS)
             if not text:
                 return
             if self._heading == 1 and self._first_h1 is None:
                 self._first_h1 = text
+            heading = text
             text = "#" * self._heading + " " + text
         elif self._prefix:
             text = self._prefix + text
         self._prefix = ""
         if self._parts:
-            self._parts.append("\n" * max(self._pending, 1))
+            sep = "\n" * max(self._pending, 1)
+            self._parts.append(sep)
+            self._len += len(sep)
+        if heading is not None:
+            self.outline.append((self._len, self._heading, heading))
         self._parts.append(text)
+        self._len += len(text)
         self._pending = 0
 
     def _block(self, newlines: int) -> None:
@@ -213,10 +224,13 @@ def declared_charset(data: bytes) -> str | None:
 
 
 def load_html(path: Path, data: bytes, /, **options: Any) -> list[Document]:
-    """Loader for ``.html`` / ``.htm``: text with Markdown-style headings, ``title`` in metadata."""
+    """Loader for ``.html`` / ``.htm``: text with Markdown-style headings, ``title`` in metadata,
+    the h1-h6 headings in ``outline``."""
     html = decode_text(data, declared=declared_charset(data))
-    text, title = html_to_text(html)
+    parser = HtmlText()
+    parser.feed(html)
+    parser.close()
     metadata: dict[str, Any] = {"mime": "text/html"}
-    if title:
-        metadata["title"] = title
-    return [Document(text, metadata=metadata)]
+    if parser.title:
+        metadata["title"] = parser.title
+    return [Document(parser.text, metadata=metadata, outline=parser.outline)]

@@ -20,10 +20,13 @@ class IngestReport:
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    documents: int = 0  # sources seen (files, or records of JSON files)
+    documents: int = 0  # documents seen (a file's, a JSON file's records, a caller's)
     chunks: int = 0  # chunks written
-    embedded: int = 0  # chunk texts sent to the embedder (after dedupe and cache)
-    cache_hits: int = 0
+    embedded: int = 0  # vectors written that the embedder computed in this run
+    cache_hits: int = 0  # chunk vectors reused (found in the store or the embedder's cache)
+    texts_sent: int = 0  # texts sent to the embedding provider (after dedupe and reuse)
+    decode_replaced_files: int = 0  # files kept with U+FFFD in place of a few bad bytes
+    decode_replacements: int = 0  # U+FFFD characters put in for bad bytes, all files
     tokens: int = 0
     requests: int = 0
     retries: int = 0
@@ -72,7 +75,11 @@ class Citation:
 
 @dataclass
 class Answer:
-    """An answer with numbered citations; ``extractive`` when no LLM wrote it."""
+    """An answer with numbered citations; ``extractive`` when no LLM wrote it.
+
+    ``supported`` is False when retrieval found nothing that supports an answer (no hits, or
+    the best hit's similarity under the embedder's calibrated threshold, see
+    :mod:`parallelrag.pipeline.support`): ``text`` then says so and no LLM was asked."""
 
     question: str
     text: str
@@ -80,3 +87,4 @@ class Answer:
     hits: list[Hit]
     usage: dict[str, int] = field(default_factory=dict)
     extractive: bool = False
+    supported: bool = True

@@ -1,7 +1,30 @@
-"""The store contract: :class:`VectorStore`, and the records it returns (:class:`Hit`, :class:`DocumentRecord`)."""
+"""The store contract: :class:`VectorStore`, and the records it returns (:class:`Hit`, :class:`DocumentRecord`).
+
+Every store (embedded SQLite, PostgreSQL, a user's own) passes the one contract suite in
+``tests/store/contract.py``. What a store must do:
+
+* **Documents** are keyed by ``source`` (a file's key or a caller's document id: the store treats
+  it as an opaque non-empty string). :meth:`VectorStore.replace_documents` replaces each listed
+  document (its record and all its chunks) in ONE transaction: after a crash or a ``close()``
+  without commit, a reader sees either the old or the new version of every document, never a mix.
+* **Chunks** carry ``text``, offsets, ``index``, ``metadata`` (the document's metadata overlaid by
+  the chunk's own) and ``context`` (text embedded and keyword-indexed with the chunk, see
+  :func:`embed_text`). The store keys each chunk's vector by :func:`text_key` of
+  :func:`embed_text` so that :meth:`VectorStore.vectors_by_key` can hand back stored vectors for
+  texts that are embedded again (re-ingest, re-split): a store keeps each vector once.
+* **Search**: ``search_vector`` (cosine, higher is better), ``search_keyword`` (BM25 over
+  ``context`` + ``text``, higher is better), ``search_hybrid`` (reciprocal-rank fusion via
+  :mod:`parallelrag.store.fusion`), each with an optional :data:`Filter`.
+* **Config**: :meth:`VectorStore.load_config` / :meth:`VectorStore.save_config` keep the index's
+  build settings (embedder spec, splitter settings) inside the store, so a server store needs no
+  local files. The dict is JSON-serialisable; the store saves it as a whole, atomically.
+* **Concurrency**: any number of threads may search while one thread writes; a search sees one
+  committed snapshot.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -12,7 +35,9 @@ import numpy.typing as npt
 
 from parallelrag.documents import Chunk
 
-__all__ = ["DocumentItem", "DocumentRecord", "Filter", "Hit", "VectorStore"]
+__all__ = [
+    "DocumentItem", "DocumentRecord", "Filter", "Hit", "VectorStore", "embed_text", "text_key",
+]
 
 #: ``{"source": "docs/*.md", "lang": "en"}``: ``source`` is an fnmatch glob on the document's
 #: source; every other key must equal the chunk's metadata value (str, int, float, bool or None).
@@ -23,6 +48,16 @@ Filter = Mapping[str, Any]
 DocumentItem = tuple[str, str, Sequence[Chunk], "npt.NDArray[np.float32]", Mapping[str, Any] | None]
 
 
+def embed_text(chunk: Chunk) -> str:
+    """What is embedded for ``chunk``: ``context + "\n\n" + text``, or the text alone."""
+    return f"{chunk.context}\n\n{chunk.text}" if chunk.context else chunk.text
+
+
+def text_key(text: str) -> bytes:
+    """The 16-byte key a vector is stored and looked up under: sha256 of the embedded text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
 @dataclass(slots=True)
 class Hit:
     """One retrieved chunk.
@@ -30,6 +65,7 @@ class Hit:
     ``score`` is the ranking score of the search that produced it: cosine similarity for vector
     search, BM25 (higher is better) for keyword search, the fused RRF score for hybrid search.
     ``vector_score`` / ``keyword_score`` hold the per-list scores where the chunk was in that list.
+    ``context`` is the text the chunk was embedded with besides its own (title, headings).
     """
 
     chunk_id: int
@@ -42,6 +78,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     vector_score: float | None = None
     keyword_score: float | None = None
+    context: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,9 +116,28 @@ class VectorStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
     ) -> None: ...
 
-    def replace_documents(self, items: Sequence[DocumentItem]) -> None: ...
+    def replace_documents(self, items: Sequence[DocumentItem]) -> None:
+        """Replace every listed document (record + chunks) in one transaction, all or nothing."""
+        ...
 
-    def remove_document(self, source: str) -> bool: ...
+    def remove_document(self, source: str) -> bool:
+        """Delete ``source`` and its chunks; whether it existed."""
+        ...
+
+    def vectors_by_key(
+        self, keys: Sequence[bytes]
+    ) -> dict[bytes, npt.NDArray[np.float32]]:
+        """Stored vectors of chunks whose :func:`text_key` of :func:`embed_text` is in ``keys``
+        (missing keys are left out): what lets a re-ingest skip embedding unchanged texts."""
+        ...
+
+    def load_config(self) -> dict[str, Any] | None:
+        """The index config saved with :meth:`save_config`, or None when none was saved."""
+        ...
+
+    def save_config(self, config: Mapping[str, Any]) -> None:
+        """Save the index config (a JSON-serialisable dict), replacing any saved before."""
+        ...
 
     def search_vector(
         self, query: npt.NDArray[np.float32], k: int = 5, *, where: Filter | None = None

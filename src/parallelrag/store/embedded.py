@@ -1,15 +1,20 @@
-"""The embedded store: one directory, SQLite (WAL) as the system of record, vectors in a mapped file.
+"""The embedded store: one directory, SQLite (WAL) plus a mapped vector file, each vector stored once.
 
 Layout of ``path/``::
 
-    store.sqlite              documents, chunks (+ float32 vector BLOBs), manifest, FTS5 index,
-                              deletion log
-    matrix-f32.bin            the vectors again, one float32 row per chunk in id order (derived:
-    matrix-ids.bin            written by the process holding matrix.lock, read through a shared
-    matrix.json               mapping; matrix.json says how many leading rows are durable, the
-    matrix.lock               rest is re-read from the database at open)
+    store.sqlite              documents, chunks (text, context, metadata and the vector's key:
+                              sha256 of the embedded text, for reuse; no vector), manifest (index
+                              config, the vector file's generation and committed row count),
+                              FTS5 index over context + text, deletion log; 16 KB pages
+    matrix-<gen>-f32.bin      the vectors (their only copy): one float32 row per chunk, in id
+    matrix-<gen>-ids.bin      order, and each row's chunk id; rows are appended, never moved,
+                              except by a compaction, which writes generation <gen> + 1
+    store.lock                flock: shared by every open store, exclusive for a compaction
     vectors.meta.json         which ANN file is current and which DB position it reflects
     vectors-<pos>.usearch     the HNSW graph (derived; rebuilt or caught up at open)
+
+A store made with ``vector_file=False`` keeps the vectors in the chunk rows instead (as stores
+of earlier releases did); the first writable open with the vector file on moves them into it.
 
 Memory: the vectors are not held in the process heap. Appends are plain file writes, searches
 read the page cache through the mapping, and the HNSW graph is only filled once searches want it
@@ -17,8 +22,17 @@ read the page cache through the mapping, and the HNSW graph is only filled once 
 
 Crash safety: every write is one SQLite transaction (``BEGIN IMMEDIATE`` … ``COMMIT``). Triggers
 keep the FTS5 index and the deletion log in the same transaction as the chunk rows, so a kill -9
-at any point leaves either the old or the new version of each document. The vector index is
-derived from the database: chunk ids come from ``AUTOINCREMENT`` (never reused, ascending in
+at any point leaves either the old or the new version of each document. Inside that transaction,
+after inserting the chunk rows, the writer appends their vectors to the vector file, makes them
+durable (``fdatasync``) and records the new row count in the manifest; only then does it commit.
+A crash before the commit leaves rows past the recorded count, which nothing refers to and the
+next write overwrites; a committed chunk always has its vector. The rows of deleted chunks stay
+in the file, dead, until they are a quarter of it: then a writer that is the only open store
+(it gets ``store.lock`` exclusively) copies the live rows into the next generation of the files,
+records it in one transaction and deletes the old ones (files of a compaction killed halfway are
+deleted at a later open). Every process maps the same file read-only, so opening reads only the
+row ids (8 bytes a chunk), and readers in other processes see each commit's rows in place. The
+in-memory part of the vector index follows the database: chunk ids come from ``AUTOINCREMENT`` (never reused, ascending in
 commit order), so the position ``(highest chunk id, highest deletion sequence)`` identifies what
 an in-memory index or a saved ANN file reflects, and catching up is "rows with a higher id" plus
 "deletions with a higher sequence".
@@ -39,7 +53,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from math import log
 from pathlib import Path
 from types import TracebackType
@@ -52,12 +66,18 @@ import orjson
 from parallelrag.documents import Chunk
 from parallelrag.errors import ConfigError, StoreError
 
-from .base import DocumentItem, DocumentRecord, Filter, Hit
-from .vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
+from .base import DocumentItem, DocumentRecord, Filter, Hit, embed_text, text_key
+from .vectors import DEFAULT_ANN_THRESHOLD, VectorIndex, _RowFile
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    _fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SCHEMA_VERSION", "EmbeddedStore", "fts5_available"]
 
-SCHEMA_VERSION = 1
+#: 2: the vectors are in the vector file, not the chunk rows (earlier releases cannot read it).
+SCHEMA_VERSION = 2
 DB_NAME = "store.sqlite"
 _MAX_QUERY_TERMS = 64
 _POSTFILTER_MAX = 4096  # nearest neighbours checked against a filter before scanning for it
@@ -103,7 +123,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     end_off INTEGER NOT NULL,
     text TEXT NOT NULL,
     metadata TEXT NOT NULL DEFAULT '{}',
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    context TEXT NOT NULL DEFAULT '',
+    vkey BLOB
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE TABLE IF NOT EXISTS deletions (seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id INTEGER NOT NULL);
@@ -115,17 +137,64 @@ CREATE TRIGGER IF NOT EXISTS chunks_no_update BEFORE UPDATE ON chunks BEGIN
 END;
 """
 
+# the keyword index covers each chunk's context and text (a store made before chunks had a
+# context keeps its text-only index: CREATE ... IF NOT EXISTS leaves it as it is)
 _FTS_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    text, context, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    INSERT INTO chunks_fts(rowid, text, context) VALUES (new.id, new.text, new.context);
 END;
 CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, context)
+        VALUES ('delete', old.id, old.text, old.context);
 END;
 """
+# columns added after the first release, for stores made before them
+_MIGRATIONS = (
+    ("context", "ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''"),
+    ("vkey", "ALTER TABLE chunks ADD COLUMN vkey BLOB"),
+)
+_KEY_BATCH = 500  # keys per vectors_by_key statement
+_PAGE_SIZE = 16384  # page size of new databases (see _init)
+_LOCK_NAME = "store.lock"  # flock: shared by every open store, exclusive to compact the vector file
+_LEGACY_FILES = ("matrix-f32.bin", "matrix-ids.bin", "matrix.json")  # the derived copy of old stores
+_NO_UPDATE_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS chunks_no_update BEFORE UPDATE ON chunks BEGIN
+    SELECT RAISE(ABORT, 'chunks are immutable: delete and insert');
+END;
+"""
+
+#: Test hook, called with the name of a point where a crash must be harmless (the crash tests
+#: kill the process there): "vectors-written" (inside a write transaction, its vectors durable
+#: in the vector file, before the commit), "compaction-written" (the next generation's files
+#: durable, not yet recorded), "compaction-committed" (recorded, the old files not yet deleted).
+_test_hook: Callable[[str], None] | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make new directory entries durable (the vector files a commit is about to refer to)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not POSIX
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _vector_paths(path: Path, gen: int) -> tuple[Path, Path]:
+    return path / f"matrix-{gen}-f32.bin", path / f"matrix-{gen}-ids.bin"
+
+
+def _vector_file_default() -> bool:
+    env = os.environ.get("PARALLELRAG_VECTOR_FILE", "1").strip().lower()
+    if env not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
+        raise ConfigError(f"PARALLELRAG_VECTOR_FILE must be 0 or 1, got {env!r}")
+    return env not in ("0", "false", "no", "off")
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -223,6 +292,7 @@ class EmbeddedStore:
         ann: bool,
         busy_timeout_s: float,
         persist_ann: bool,
+        vector_file: bool = True,
     ) -> None:
         self._path = path
         self._db = path / DB_NAME
@@ -238,13 +308,18 @@ class EmbeddedStore:
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._fts = False
+        self._vector_file = vector_file
+        #: "file": the vectors are only in the directory's vector file (written before each
+        #: commit); "sqlite": only in the chunk rows (read into a private file at every open).
+        self._layout = "sqlite"
+        self._lock_fd = -1
         # read-only openers keep a private vector file outside the directory (it may be read-only)
         self._index = VectorIndex(
             dimension,
             ann_threshold=ann_threshold,
             ann=ann,
             directory=None if read_only else path,
-            persist=self._persist_ann,
+            persist=False,
         )
 
     # ------------------------------------------------------------------ open
@@ -261,9 +336,17 @@ class EmbeddedStore:
         ann: bool = True,
         busy_timeout_s: float = 30.0,
         persist_ann: bool = True,
+        vector_file: bool | None = None,
     ) -> EmbeddedStore:
         """Open (or create) the store in directory ``path``.
 
+        ``vector_file`` (default ``PARALLELRAG_VECTOR_FILE``, on): keep the vectors in the
+        directory's vector file (``matrix-<gen>-*.bin``), their only copy, mapped by every
+        process that opens the store; a store that has them in the database is migrated in
+        place by the first writable open. Off, a new store keeps them in the chunk rows instead
+        and every open reads all of them into a private, unnamed file, so opening takes time in
+        proportion to the number of vectors (see ``benchmarks/index_size.py``); a store that
+        already has a vector file keeps it.
         ``ann_threshold``: live vectors from which an HNSW index is used (default 20,000, or
         ``PARALLELRAG_ANN_THRESHOLD``); ``ann=False`` keeps search exact. ``read_only`` opens the
         database read-only (another process may be writing; its commits become visible).
@@ -297,12 +380,14 @@ class EmbeddedStore:
             ann=ann,
             busy_timeout_s=busy_timeout_s,
             persist_ann=persist_ann,
+            vector_file=_vector_file_default() if vector_file is None else vector_file,
         )
         try:
             store._init()
         except BaseException:
             store._close_connections()
             store._index.release()
+            store._unlock()
             raise
         return store
 
@@ -310,7 +395,7 @@ class EmbeddedStore:
         try:
             if self._read_only:
                 conn = sqlite3.connect(
-                    f"{self._db.resolve().as_uri()}?mode=ro",
+                    f"{self._db.resolve().as_uri()}?mode=ro{self._immutable_flag()}",
                     uri=True,
                     timeout=self._busy_ms / 1000,
                     isolation_level=None,
@@ -333,6 +418,21 @@ class EmbeddedStore:
             self._conns.append(conn)
         return conn
 
+    def _immutable_flag(self) -> str:
+        """``&immutable=1`` for a store on read-only media (a read-only mount, a directory this
+        process cannot write): SQLite cannot create the WAL index file there, so a plain
+        read-only open fails. Only when no WAL file with pending commits exists, since an
+        immutable open ignores it; nobody can write to such a directory anyway."""
+        if os.access(self._path, os.W_OK):
+            return ""
+        wal = self._db.with_name(self._db.name + "-wal")
+        try:
+            if wal.stat().st_size > 0:
+                return ""
+        except OSError:
+            pass
+        return "&immutable=1"
+
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError("store is closed")
@@ -351,10 +451,119 @@ class EmbeddedStore:
             self._writer = self._connect()
         return self._writer
 
+    # ------------------------------------------------------------ file lock
+    def _lock_shared(self) -> None:
+        """Hold the directory's lock shared while open: the vector file is only compacted (a new
+        generation written, the old one deleted) by a store holding it exclusively."""
+        if _fcntl is None:  # pragma: no cover
+            return
+        if self._lock_fd < 0:
+            try:
+                flags = os.O_RDONLY if self._read_only else os.O_RDWR | os.O_CREAT
+                self._lock_fd = os.open(self._path / _LOCK_NAME, flags, 0o644)
+            except OSError:
+                return  # a read-only directory nobody ever wrote a lock into: nobody compacts
+        _fcntl.flock(self._lock_fd, _fcntl.LOCK_SH)
+
+    def _try_exclusive(self) -> bool:
+        """Whether no other open store (in any process) shares the lock; on False the shared
+        lock is held again."""
+        if _fcntl is None or self._lock_fd < 0:  # pragma: no cover
+            return False
+        try:
+            _fcntl.flock(self._lock_fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        except OSError:
+            # a failed conversion drops the shared lock (flock(2)): take it again
+            _fcntl.flock(self._lock_fd, _fcntl.LOCK_SH)
+            return False
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # ------------------------------------------------------------ vector file
+    @staticmethod
+    def _vec_state(conn: sqlite3.Connection) -> tuple[int, int]:
+        """(generation of the vector file, rows committed to it) in ``conn``'s snapshot; (0, 0)
+        for a store whose vectors are in the database."""
+        got = dict(
+            conn.execute(
+                "SELECT key, value FROM manifest WHERE key IN ('vector_gen', 'vector_rows')"
+            ).fetchall()
+        )
+        return int(got.get("vector_gen", 0)), int(got.get("vector_rows", 0))
+
+    def _setup_layout(self, conn: sqlite3.Connection) -> bool:
+        """Inside the opening write transaction: pick the vector layout, moving the vectors of a
+        store that keeps them in the database into the vector file when ``vector_file`` is on.
+        Returns True if it moved them (the caller then vacuums)."""
+        gen, _ = self._vec_state(conn)
+        if gen:
+            self._layout = "file"
+            return False
+        if not self._vector_file:
+            self._layout = "sqlite"
+            return False
+        vec_path, ids_path = _vector_paths(self._path, 1)
+        for f in (vec_path, ids_path):  # left by a migration that never committed
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        try:
+            rf = _RowFile.at(self._dimension, vec_path, ids_path)
+            try:
+                rows = 0
+                for ids, mat in self._read_vectors(conn, 0):
+                    rf.write(rows, ids, mat)
+                    rows += len(ids)
+                rf.sync()
+            finally:
+                rf.close()
+            _fsync_dir(self._path)
+        except OSError as e:
+            raise StoreError(f"cannot write the vector file {vec_path}: {e}") from e
+        moved = rows > 0
+        if moved:  # the rows keep an empty vector: the file is now the only copy
+            conn.execute("DROP TRIGGER IF EXISTS chunks_no_update")
+            conn.execute("UPDATE chunks SET vector = x''")
+            _run_script(conn, _NO_UPDATE_TRIGGER)
+        conn.executemany(
+            "INSERT INTO manifest(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [("vector_gen", "1"), ("vector_rows", str(rows)), ("schema_version", "2")],
+        )
+        self._layout = "file"
+        return moved
+
+    def _remove_stale_generations(self, conn: sqlite3.Connection) -> None:
+        """Delete vector files of other generations (left by a compaction killed before or
+        just after its commit), when no other store has the directory open."""
+        if not self._try_exclusive():
+            return
+        try:
+            gen = self._vec_state(conn)[0]
+            current = set(_vector_paths(self._path, gen))
+            for f in self._path.glob("matrix-*-*.bin"):
+                if f not in current:
+                    with contextlib.suppress(OSError):
+                        f.unlink()
+        finally:
+            if _fcntl is not None and self._lock_fd >= 0:
+                _fcntl.flock(self._lock_fd, _fcntl.LOCK_SH)
+
     def _init(self) -> None:
+        self._lock_shared()
+        migrated = False
         if not self._read_only:
             conn = self._writer_conn()
             try:
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                    # a new database: pages large enough that chunk rows (text + a float32
+                    # vector, 2-3 KB) pack densely; with 4 KB pages a row over 2 KB took a
+                    # page of its own (about 4.2 KB per chunk instead of 2.5)
+                    conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"{self._db} is not a usable SQLite database: {e}") from e
@@ -364,21 +573,43 @@ class EmbeddedStore:
                 self._begin_write(conn)
                 try:
                     _run_script(conn, _SCHEMA)
+                    cols = {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}
+                    for col, ddl in _MIGRATIONS:
+                        if col not in cols:
+                            conn.execute(ddl)
+                    conn.execute("CREATE INDEX IF NOT EXISTS chunks_vkey ON chunks(vkey)")
                     has_fts = self._has_table(conn, "chunks_fts")
                     n_chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
                     if _HAVE_FTS5 and (has_fts or n_chunks == 0):
                         _run_script(conn, _FTS_SCHEMA)
                     self._check_manifest(conn, create=True)
+                    migrated = self._setup_layout(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     self._rollback(conn)
                     raise
+            if self._layout == "file":
+                for name in _LEGACY_FILES:
+                    with contextlib.suppress(OSError):
+                        (self._path / name).unlink()
+                self._remove_stale_generations(conn)
+            if migrated:
+                with contextlib.suppress(sqlite3.Error):  # best effort: only space is at stake
+                    conn.execute("VACUUM")  # give the space of the moved vectors back
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn = self._reader()
-        conn.execute("BEGIN")
         try:
-            if not self._has_table(conn, "manifest"):
+            conn.execute("BEGIN")
+            has_manifest = self._has_table(conn, "manifest")
+        except sqlite3.Error as e:  # e.g. a WAL store whose index file cannot be created
+            self._rollback(conn)
+            raise StoreError(f"cannot read {self._db}: {e}") from e
+        try:
+            if not has_manifest:
                 raise StoreError(f"{self._db} is not a parallelrag store")
             self._check_manifest(conn, create=False)
+            if self._read_only:
+                self._layout = "file" if self._vec_state(conn)[0] else "sqlite"
             self._fts = self._has_table(conn, "chunks_fts")
             if self._fts and not _HAVE_FTS5:
                 raise StoreError(
@@ -463,6 +694,15 @@ class EmbeddedStore:
         """
         max_id, del_seq = self._position(conn)
         index = self._index
+        if self._layout == "file":
+            gen, rows = self._vec_state(conn)
+            if not index.shared or index.gen != gen:
+                vec_path, ids_path = _vector_paths(self._path, gen)
+                index.open_shared(vec_path, ids_path, read_only=self._read_only, gen=gen)
+            cur = conn.execute("SELECT id FROM chunks ORDER BY id")
+            live_ids = np.fromiter((r[0] for r in cur), dtype=np.int64)
+            index.load_shared(rows, live_ids, max_id=max_id, del_seq=del_seq, build=build)
+            return
         row = conn.execute("SELECT value FROM manifest WHERE key = 'created_at'").fetchone()
         index.store_id = f"{self._model_id}|{row[0] if row else ''}"
         adopted = index.begin_load(adopt=adopt, db_max_id=max_id)
@@ -505,6 +745,15 @@ class EmbeddedStore:
         """Bring the in-memory index up to ``conn``'s snapshot (call inside a read transaction)."""
         index = self._index
         max_id, del_seq = self._position(conn)
+        if self._layout == "file":
+            gen, rows = self._vec_state(conn)
+            if gen < index.gen:
+                return  # the index is on a compacted file, ahead of this (older) snapshot
+            if gen > index.gen:
+                with index.mutate_lock:
+                    if gen > index.gen:
+                        self._reload_vectors(conn, adopt=False, build=True)
+                return
         if max_id <= index.max_id and del_seq <= index.del_seq:
             return  # up to date, or the index is already ahead of this snapshot
         with index.mutate_lock:
@@ -512,6 +761,8 @@ class EmbeddedStore:
                 return
             if max_id < index.max_id or del_seq < index.del_seq:
                 return  # another thread moved the index past this (older) snapshot
+            if self._layout == "file" and gen != index.gen:
+                return  # compacted meanwhile: the index is past this snapshot
             if self._pruned_through(conn) > index.del_seq:
                 self._reload_vectors(conn, adopt=False, build=True)
                 return
@@ -525,6 +776,9 @@ class EmbeddedStore:
                 ],
                 dtype=np.int64,
             )
+            if self._layout == "file":  # the new rows are already in the shared file
+                index.apply_shared(rows, deleted, max_id=max_id, del_seq=del_seq)
+                return
             # new rows in batches (a reader far behind a writer does not load them all at once)
             for ids, mat in self._read_vectors(conn, index.max_id):
                 index.apply(ids, mat, _NO_IDS, max_id=int(ids[-1]), del_seq=index.del_seq)
@@ -601,7 +855,7 @@ class EmbeddedStore:
         """Atomically replace ``source``'s chunks (and record) with these."""
         self.replace_documents([(source, content_hash, chunks, vectors, metadata)])
 
-    def _prepare(self, item: DocumentItem) -> tuple[str, str, str, int, list[tuple[Any, ...]]]:
+    def _prepare(self, item: DocumentItem) -> tuple[str, str, str, int, list[tuple[Any, ...]], F32]:
         try:
             source, content_hash, chunks, vectors, metadata = item
         except (TypeError, ValueError) as e:
@@ -625,13 +879,17 @@ class EmbeddedStore:
         doc_meta = dict(metadata or {})
         doc_meta_json = _dumps(doc_meta)
         rows: list[tuple[Any, ...]] = []
+        in_rows = self._layout != "file"  # else the vector goes to the vector file only
         for i, ch in enumerate(chunks):
             meta = {**doc_meta, **ch.metadata} if ch.metadata else doc_meta
             meta_json = _dumps(meta) if ch.metadata else doc_meta_json
+            context = getattr(ch, "context", "") or ""
             rows.append(
-                (source, int(ch.index), int(ch.start), int(ch.end), ch.text, meta_json, vecs[i].tobytes())
+                (source, int(ch.index), int(ch.start), int(ch.end), ch.text, meta_json,
+                 vecs[i].tobytes() if in_rows else b"", context,
+                 text_key(embed_text(ch)) if isinstance(ch.text, str) else None)
             )
-        return source, content_hash, doc_meta_json, len(chunks), rows
+        return source, content_hash, doc_meta_json, len(chunks), rows, vecs
 
     def replace_documents(self, items: Sequence[DocumentItem]) -> None:
         """Replace many documents in ONE transaction (all or nothing)."""
@@ -643,7 +901,13 @@ class EmbeddedStore:
             conn = self._writer_conn()
             self._begin_write(conn)
             try:
-                for source, chash, meta_json, n, rows in prepared:
+                first_id = self._position(conn)[0] + 1
+                if self._layout == "file" and self._vec_state(conn)[0] != self._index.gen:
+                    # another store compacted the file since this one loaded it: reload (at
+                    # BEGIN, so the snapshot holds none of this transaction's rows yet)
+                    with self._index.mutate_lock:
+                        self._reload_vectors(conn, adopt=False, build=True)
+                for source, chash, meta_json, n, rows, _ in prepared:
                     conn.execute("DELETE FROM chunks WHERE source = ?", (source,))
                     conn.execute(
                         "INSERT INTO documents(source, content_hash, n_chunks, metadata, updated_at) "
@@ -653,15 +917,218 @@ class EmbeddedStore:
                         (source, chash, n, meta_json, now),
                     )
                     conn.executemany(
-                        "INSERT INTO chunks(source, idx, start_off, end_off, text, metadata, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO chunks(source, idx, start_off, end_off, text, metadata, vector, "
+                        "context, vkey) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
+                if self._layout == "file":
+                    self._write_vectors(conn, first_id, [p[5] for p in prepared])
                 self._finish_write(conn)
+            except sqlite3.OperationalError as e:  # a full disk, an I/O error: rolled back
+                self._rollback(conn)
+                raise StoreError(f"write to {self._db} failed: {e}") from e
             except BaseException:
                 self._rollback(conn)
                 raise
         self._sync_after_write()
+        self._maybe_compact()
+
+    def _write_vectors(self, conn: sqlite3.Connection, first_id: int, vectors: list[F32]) -> None:
+        """Inside the write transaction, after the chunk rows are inserted: append their vectors
+        to the vector file (durable) and record the new row count, so the commit that makes the
+        rows visible also makes their vectors part of the store. A crash before the commit
+        leaves rows past the recorded count, which the next write overwrites."""
+        gen, start = self._vec_state(conn)
+        index = self._index
+        if gen != index.gen:  # cannot happen: checked at BEGIN, and compactions write too
+            raise StoreError("the vector file was compacted during a write")
+        last_id = self._position(conn)[0]
+        m = sum(len(v) for v in vectors)
+        if m == 0:
+            return
+        ids = np.arange(first_id, last_id + 1, dtype=np.int64)
+        if len(ids) != m:  # AUTOINCREMENT hands out consecutive ids within one transaction
+            raise StoreError(f"expected {m} new chunk ids, got {len(ids)}")
+        index.write_shared(start, ids, np.concatenate(vectors) if len(vectors) > 1 else vectors[0])
+        conn.execute("UPDATE manifest SET value = ? WHERE key = 'vector_rows'", (str(start + m),))
+        if _test_hook is not None:
+            _test_hook("vectors-written")
+
+    def _maybe_compact(self) -> None:
+        """Rewrite the vector file without its dead rows once they are a quarter of it, if no
+        other store has it open (they hold the lock shared): a new generation of the files is
+        written, recorded in one transaction, and the old one deleted."""
+        if self._layout != "file" or self._read_only or self._closed:
+            return
+        n, dead = self._index.dead_rows()
+        if n < 1024 or dead * 4 < n:
+            return
+        with self._write_lock:
+            if not self._try_exclusive():
+                return
+            try:
+                self._compact()
+            finally:
+                if _fcntl is not None and self._lock_fd >= 0:
+                    _fcntl.flock(self._lock_fd, _fcntl.LOCK_SH)
+
+    def _compact(self) -> None:
+        conn = self._writer_conn()
+        index = self._index
+        self._begin_write(conn)
+        try:
+            with index.mutate_lock:
+                self._refresh(conn)
+                gen, rows = self._vec_state(conn)
+                if index.gen != gen or index.dead_rows()[0] != rows:
+                    raise StoreError("the vector index does not match the database")
+                new_vec, new_ids = _vector_paths(self._path, gen + 1)
+                new, keep = index.compact_shared(new_vec, new_ids)
+                _fsync_dir(self._path)
+                if _test_hook is not None:
+                    _test_hook("compaction-written")
+                try:
+                    conn.executemany(
+                        "UPDATE manifest SET value = ? WHERE key = ?",
+                        [(str(gen + 1), "vector_gen"), (str(int(keep.sum())), "vector_rows")],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    new.close()
+                    for f in (new_vec, new_ids):
+                        with contextlib.suppress(OSError):
+                            f.unlink()
+                    raise
+                index.adopt_compacted(new, keep, gen + 1)
+        except BaseException:
+            self._rollback(conn)
+            raise
+        if _test_hook is not None:
+            _test_hook("compaction-committed")
+        for f in _vector_paths(self._path, gen):
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+    def vectors_by_key(self, keys: Sequence[bytes]) -> dict[bytes, F32]:
+        """Stored vectors by the :func:`~parallelrag.store.base.text_key` of their embedded text."""
+        out: dict[bytes, F32] = {}
+        wanted = list(dict.fromkeys(bytes(k) for k in keys))
+        if not wanted:
+            return out
+        conn = self._snapshot()
+        try:
+            if self._layout == "file":
+                self._refresh(conn)
+            for i in range(0, len(wanted), _KEY_BATCH):
+                part = wanted[i : i + _KEY_BATCH]
+                q = ("SELECT vkey, vector, id FROM chunks WHERE vkey IN ("
+                     + ",".join("?" * len(part)) + ")")
+                by_id: dict[int, bytes] = {}
+                for key, blob, cid in conn.execute(q, part):
+                    if len(blob) == self._dimension * 4:
+                        out[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
+                    else:
+                        by_id[int(cid)] = bytes(key)
+                if by_id:  # the vector is in the file: read it through the index
+                    ids, vecs = self._index.vectors_of(np.array(sorted(by_id), dtype=np.int64))
+                    for cid, vec in zip(ids.tolist(), vecs, strict=True):
+                        out.setdefault(by_id[cid], vec)
+        finally:
+            conn.execute("COMMIT")
+        return out
+
+    def export_documents(
+        self, sources: Sequence[str]
+    ) -> list[tuple[DocumentRecord, list[Chunk], F32]]:
+        """These documents with their chunks and vectors (chunks in index order), from one
+        snapshot; unknown sources are left out. For moving an index without re-embedding."""
+        wanted = list(dict.fromkeys(sources))
+        out: list[tuple[DocumentRecord, list[Chunk], F32]] = []
+        if not wanted:
+            return out
+        conn = self._snapshot()
+        try:
+            if self._layout == "file":
+                self._refresh(conn)
+            for src in wanted:
+                d = conn.execute(
+                    "SELECT source, content_hash, n_chunks, metadata, updated_at FROM documents "
+                    "WHERE source = ?",
+                    (src,),
+                ).fetchone()
+                if d is None:
+                    continue
+                rows = conn.execute(
+                    "SELECT id, text, start_off, end_off, idx, metadata, context, vector FROM chunks "
+                    "WHERE source = ? ORDER BY idx, id",
+                    (src,),
+                ).fetchall()
+                chunks = [
+                    Chunk(r[1], int(r[2]), int(r[3]), int(r[4]), _loads(r[5]), context=r[6] or "")
+                    for r in rows
+                ]
+                mat: F32 = np.zeros((len(rows), self._dimension), np.float32)
+                from_file = []
+                for i, r in enumerate(rows):
+                    if len(r[7]) == self._dimension * 4:
+                        mat[i] = np.frombuffer(r[7], dtype=np.float32)
+                    else:
+                        from_file.append(i)
+                if from_file:
+                    want = np.array([rows[i][0] for i in from_file], dtype=np.int64)
+                    ids, vecs = self._index.vectors_of(want)
+                    if len(ids) != len(want):  # deleted from the index after this snapshot
+                        raise StoreError(f"{src}: changed while being exported; try again")
+                    got = dict(zip(ids.tolist(), vecs, strict=True))
+                    for i, cid in zip(from_file, want.tolist(), strict=True):
+                        mat[i] = got[cid]
+                out.append((self._record(d), chunks, mat))
+        finally:
+            conn.execute("COMMIT")
+        return out
+
+    def load_config(self) -> dict[str, Any] | None:
+        """The index config saved with :meth:`save_config` (in the manifest), or None."""
+        row = self._reader().execute(
+            "SELECT value FROM manifest WHERE key = 'index_config'"
+        ).fetchone()
+        return _loads(row[0]) if row else None
+
+    def save_config(self, config: Mapping[str, Any]) -> None:
+        """Save the index config (JSON) in the manifest, in one transaction."""
+        text = _dumps(config)
+        with self._write_lock:
+            conn = self._writer_conn()
+            self._begin_write(conn)
+            try:
+                conn.execute(
+                    "INSERT INTO manifest(key, value) VALUES ('index_config', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (text,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    @staticmethod
+    def read_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The index config saved in the store at ``path`` without opening the store (None
+        when there is no store there, or it has no config)."""
+        db = Path(path) / DB_NAME
+        if not db.exists():
+            return None
+        try:
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            try:
+                row = conn.execute(
+                    "SELECT value FROM manifest WHERE key = 'index_config'"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return None
+        return _loads(row[0]) if row else None
 
     def remove_document(self, source: str) -> bool:
         """Delete ``source`` and its chunks. Returns whether it existed."""
@@ -672,10 +1139,14 @@ class EmbeddedStore:
                 conn.execute("DELETE FROM chunks WHERE source = ?", (source,))
                 existed = conn.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount > 0
                 self._finish_write(conn)
+            except sqlite3.OperationalError as e:
+                self._rollback(conn)
+                raise StoreError(f"write to {self._db} failed: {e}") from e
             except BaseException:
                 self._rollback(conn)
                 raise
         self._sync_after_write()
+        self._maybe_compact()
         return existed
 
     def _begin_write(self, conn: sqlite3.Connection) -> None:
@@ -789,7 +1260,9 @@ class EmbeddedStore:
         docs: list[tuple[int, dict[str, int], int]] = []
         df = dict.fromkeys(terms, 0)
         total_len = 0
-        for cid, ctext in conn.execute(f"SELECT c.id, c.text FROM chunks c WHERE {where.sql}", where.params):
+        for cid, ctext in conn.execute(
+            f"SELECT c.id, c.context || ' ' || c.text FROM chunks c WHERE {where.sql}", where.params
+        ):
             words = [w.lower() for w in _WORD.findall(ctext)]
             total_len += len(words)
             tf = {t: 0 for t in terms}
@@ -818,7 +1291,7 @@ class EmbeddedStore:
         if not ids:
             return {}
         rows = conn.execute(
-            "SELECT id, text, source, start_off, end_off, idx, metadata FROM chunks "
+            "SELECT id, text, source, start_off, end_off, idx, metadata, context FROM chunks "
             "WHERE id IN (SELECT value FROM json_each(?))",
             (orjson.dumps(list(ids)).decode(),),
         ).fetchall()
@@ -832,6 +1305,7 @@ class EmbeddedStore:
                 end=int(r[4]),
                 index=int(r[5]),
                 metadata=_loads(r[6]),
+                context=r[7] or "",
             )
             for r in rows
         }
@@ -910,22 +1384,14 @@ class EmbeddedStore:
         finally:
             conn.execute("COMMIT")
         vec = [c for c in vec if c[0] in present]
-        fused: dict[int, float] = {}
-        vscore: dict[int, float] = {}
-        kscore: dict[int, float] = {}
-        for rank, (cid, s) in enumerate(vec, 1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
-            vscore[cid] = s
-        for rank, (cid, s) in enumerate(kw, 1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
-            kscore[cid] = s
-        order = sorted(fused, key=lambda c: (-fused[c], -vscore.get(c, -np.inf), c))[:k]
+        from .fusion import fuse
+
         hits = []
-        for cid in order:
-            hit = present[cid]
-            hit.score = fused[cid]
-            hit.vector_score = vscore.get(cid)
-            hit.keyword_score = kscore.get(cid)
+        for f in fuse(vec, kw, k, rrf_k=rrf_k):
+            hit = present[f.id]
+            hit.score = f.score
+            hit.vector_score = f.vector_score
+            hit.keyword_score = f.keyword_score
             hits.append(hit)
         return hits
 
@@ -1015,6 +1481,7 @@ class EmbeddedStore:
             with self._write_lock:
                 self._writer = None
                 self._close_connections()
+            self._unlock()
 
     def __enter__(self) -> EmbeddedStore:
         return self

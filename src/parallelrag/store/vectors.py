@@ -1,6 +1,6 @@
 """The vector index behind :class:`~parallelrag.store.EmbeddedStore`.
 
-SQLite is the system of record; this is derived data. The vectors are float32 rows (ascending
+The vectors are float32 rows (ascending
 chunk id) in a file: appended with plain file writes and read through a shared read-only
 mapping, so they live in the page cache, not the process heap (no growth copy; ingesting adds
 no resident memory for them). Only the ids and a live mask are arrays in memory. Below
@@ -9,42 +9,31 @@ or above it an HNSW index (usearch, f16 vectors) is used, filled lazily: nothing
 graph until the first search (or :meth:`VectorIndex.wait_for_index`), after which a background
 thread keeps it up to date. Scores returned are always exact inner products from the float32 rows.
 
-The vector file (owned by one process through a lock file) is checkpointed (fsync + a small JSON
-recording how many leading rows are durable) at close, at ``save_index`` and every
-``CHECKPOINT_BYTES``; a later open adopts those rows, marks the ones deleted since as dead (from
-the database's live ids) and reads only newer rows from SQLite. Anything it cannot trust is
-rebuilt from SQLite. The ANN graph is persisted the same way, with the position in the
+With a store (:class:`~parallelrag.store.EmbeddedStore`) the file is the store's own vector
+file, the only copy of the vectors (:meth:`VectorIndex.open_shared`): the store writes rows
+before the transaction recording them commits, and every process maps the same file, taking in
+committed rows without copying them. Without one, the rows go into a private unnamed file (or,
+with ``persist=True``, a directory file checkpointed at close, at ``save_index`` and every
+``CHECKPOINT_BYTES``). The ANN graph is persisted next to the database with the position in the
 database's history it reflects (highest chunk id, highest deletion-log sequence).
 
-Measured on the 2-core development machine, 384 dims, k=10 (single query, p50; random unit
-vectors, 200 queries; before → after this file layout: exact 0.74 → 0.61 ms at 10k and
-7.8 → 7.3 ms at 100k, HNSW 0.85 → 0.72 ms at 10k and 2.1 → 1.7 ms at 100k, noisy shared machine):
-
-============  ==========  ===========================  =========================
-vectors       exact        usearch HNSW (M=16, ef=64)   HNSW build (2 threads)
-============  ==========  ===========================  =========================
-10,000        0.2-0.6 ms   0.3-0.7 ms                   2 s
-50,000        3.7 ms       0.66 ms                      25 s
-100,000       7.0-7.3 ms   1.1-1.7 ms                   63-90 s
-200,000       14 ms        —                            —
-============  ==========  ===========================  =========================
-
-Exact search is ~0.07 ms per 1,000 vectors past the CPU cache; HNSW wins from ~10-20k vectors
-on. The default threshold is 20,000: below it exact search costs < 1 ms, it returns the true
-neighbours, and building the graph would cost seconds for a sub-millisecond gain.
+Exact search costs time linear in the number of vectors; HNSW costs roughly logarithmic time
+but a graph build of seconds to minutes. The default ``ann_threshold`` (20,000) sits where HNSW
+starts to win: below it exact search stays under a millisecond, returns the true neighbours,
+and a graph would cost far more to build than it saves.
 
 Graph maintenance runs in a background thread using half the cores, in slices of
 ``FOLD_SLICE`` vectors (read with ``pread``, so the fold does not map the matrix in), and waits
-while writes are streaming in (unless the tail reaches ``ann_threshold``): on the shared 2-core
-machine, inserting into a 146k-vector store with the graph active ran at ~4.3k chunks/s (fresh
-documents) and ~2.2k chunks/s (replacements), searches staying complete through the exact tail
-(p50 14 ms, p99 ~130 ms while folding). A bulk ingest with no searches does none of this.
+while writes are streaming in (unless the tail reaches ``ann_threshold``), so ingestion keeps
+its speed; searches stay complete meanwhile through an exact search of the unfolded tail. A bulk
+ingest with no searches does none of this.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import json
 import mmap
 import os
@@ -70,15 +59,25 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: the vector file is private to each store
     _fcntl = None  # type: ignore[assignment]
 
-_UsearchIndex: Any
-try:  # pragma: no cover - exercised when usearch is installed
-    import usearch.index as _usearch_index
+# usearch is imported when an ANN graph is first built or loaded, not with this module: its
+# native library exports C++ runtime symbols that break Ray's (``std::regex_error`` in
+# ``ray.init``) when it is loaded first in a process that later starts Ray.
+_HAVE_USEARCH = importlib.util.find_spec("usearch") is not None
 
-    _UsearchIndex = _usearch_index.Index
-    _HAVE_USEARCH = True
-except ImportError:  # pragma: no cover
-    _UsearchIndex = None
-    _HAVE_USEARCH = False
+
+class _LazyUsearch:
+    def __getattr__(self, name: str) -> Any:
+        import usearch.index
+
+        return getattr(usearch.index.Index, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import usearch.index
+
+        return usearch.index.Index(*args, **kwargs)
+
+
+_UsearchIndex: Any = _LazyUsearch() if _HAVE_USEARCH else None
 
 _META_NAME = "vectors.meta.json"
 _VEC_NAME = "matrix-f32.bin"  # float32 rows, row i at i * dim * 4 (sparse past the last row)
@@ -174,14 +173,22 @@ class _RowFile:
         return cls(dimension, _unnamed_fd(directory), _unnamed_fd(directory))
 
     @classmethod
-    def at(cls, dimension: int, vec_path: Path, ids_path: Path) -> _RowFile:
-        vec_fd = os.open(vec_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def at(cls, dimension: int, vec_path: Path, ids_path: Path, *, read_only: bool = False) -> _RowFile:
+        flags = os.O_RDONLY if read_only else os.O_RDWR | os.O_CREAT
+        vec_fd = os.open(vec_path, flags, 0o644)
         try:
-            ids_fd = os.open(ids_path, os.O_RDWR | os.O_CREAT, 0o644)
+            ids_fd = os.open(ids_path, flags, 0o644)
         except BaseException:
             os.close(vec_fd)
             raise
         return cls(dimension, vec_fd, ids_fd)
+
+    def remap(self) -> None:
+        """Map the file as far as it now extends (another process may have grown it)."""
+        cap = os.fstat(self._vec_fd).st_size // self.row_bytes
+        if cap > self.cap:
+            self._map(cap)
+            self.cap = cap
 
     def _map(self, cap: int) -> None:
         if cap <= 0:
@@ -194,7 +201,9 @@ class _RowFile:
         """Make room for ``rows`` rows (grows the sparse file and maps it again; copies nothing)."""
         if rows <= self.cap:
             return
-        cap = max(rows, 2 * self.cap, _MIN_CAP_ROWS)
+        # never shrink: a shared file may have been grown by another process meanwhile
+        current = os.fstat(self._vec_fd).st_size // self.row_bytes
+        cap = max(rows, 2 * self.cap, _MIN_CAP_ROWS, current)
         os.ftruncate(self._vec_fd, cap * self.row_bytes)
         self._map(cap)
         self.cap = cap
@@ -211,10 +220,16 @@ class _RowFile:
         _pread_into(self._vec_fd, out, start * self.row_bytes)
         return out
 
-    def read_ids(self, n: int) -> I64:
-        out: I64 = np.empty(n, dtype=np.int64)
-        _pread_into(self._ids_fd, out, 0)
+    def read_ids(self, n: int, start: int = 0) -> I64:
+        """Ids of rows ``[start, n)``."""
+        out: I64 = np.empty(max(0, n - start), dtype=np.int64)
+        _pread_into(self._ids_fd, out, start * 8)
         return out
+
+    def datasync(self) -> None:
+        sync = getattr(os, "fdatasync", os.fsync)  # no fdatasync on macOS / Windows
+        sync(self._vec_fd)
+        sync(self._ids_fd)
 
     def file_rows(self) -> tuple[int, int]:
         """(rows the vector file can hold, ids the id file holds)."""
@@ -268,8 +283,9 @@ def _pread_into(fd: int, arr: npt.NDArray[Any], offset: int) -> None:
 class VectorIndex:
     """Exact + optional HNSW search over (chunk id → vector), ids appended in ascending order.
 
-    The vectors live in a file (see :class:`_RowFile`): in the store's directory when this index
-    owns it (``persist=True`` and the directory's lock taken), else in an unnamed temporary file.
+    The vectors live in a file (see :class:`_RowFile`): the store's own vector file, shared by
+    every process (after :meth:`open_shared`; the store writes it), a directory file this index
+    owns (``persist=True`` and the directory's lock taken), or an unnamed temporary file.
     The ids and the live mask are small arrays in memory.
 
     Rows ``[0, ann_rows)`` are in the HNSW graph; newer rows (the *tail*) are searched exactly and
@@ -320,6 +336,11 @@ class VectorIndex:
         self._lock_fd = -1
         #: True when the vector file is the directory's (kept across opens), False when private.
         self.persistent = False
+        #: True when the rows are the store's shared vector file (the only copy of the vectors,
+        #: written by the store before each commit; see :meth:`open_shared`).
+        self.shared = False
+        #: Generation of the shared vector file (a compaction writes the next one).
+        self.gen = 0
         rows = self._open_persistent(self._dir) if persist and self._dir is not None else None
         self._rows = rows if rows is not None else _RowFile.private(dimension, self._dir)
         self._mat: F32 = self._rows.mat
@@ -541,6 +562,166 @@ class VectorIndex:
                     self._ann.remove(self._ids[in_graph])
                     self.ann_dirty = True
 
+    # ------------------------------------------- shared vector file (system of record)
+    def open_shared(self, vec_path: Path, ids_path: Path, *, read_only: bool, gen: int) -> None:
+        """Search the store's own vector files (the only copy of the vectors) from now on.
+
+        Forgets every row held; the caller then loads with :meth:`load_shared`. The files are
+        written by the store (:meth:`write_shared`) before the transaction recording the rows
+        commits, and only ever grow, so every process maps them read-only and shared.
+        """
+        try:
+            new = _RowFile.at(self.dimension, vec_path, ids_path, read_only=read_only)
+        except OSError as e:
+            raise StoreError(f"cannot open the vector file {vec_path}: {e}") from e
+        with self.mutate_lock, self._rw.write():
+            old = self._rows
+            self._rows = new
+            self._clear()
+            self._mat = new.mat
+            self.shared = True
+            self.gen = gen
+        old.close()
+
+    def write_shared(self, row: int, ids: I64, vectors: F32) -> None:
+        """Write rows ``[row, row + len(ids))`` of the shared files and make them durable.
+
+        Called inside the write transaction, before it commits: a crash before the commit
+        leaves rows past the recorded count (overwritten by the next write), never a committed
+        row without its vector. Nothing in memory changes until :meth:`apply_shared`.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dimension):
+            raise StoreError(f"vectors have shape {vectors.shape}, expected ({len(ids)}, {self.dimension})")
+        with self.mutate_lock:
+            try:
+                self._rows.write(row, np.ascontiguousarray(ids, dtype=np.int64), vectors)
+                self._rows.datasync()
+            except OSError as e:
+                raise StoreError(f"cannot write the vector file: {e}") from e
+
+    def _shared_ids(self, start: int, stop: int) -> I64:
+        try:
+            ids = self._rows.read_ids(stop, start)
+        except (OSError, StoreError) as e:
+            raise StoreError(f"the vector file does not match the database: {e}") from e
+        last = int(self._ids[start - 1]) if start else 0
+        if len(ids) and (int(ids[0]) <= last or not bool(np.all(ids[1:] > ids[:-1]))):
+            raise StoreError("the vector file does not match the database (row ids out of order)")
+        self._rows.remap()
+        if self._rows.cap < stop:
+            raise StoreError(
+                f"the vector file holds {self._rows.cap} rows, the database records {stop}"
+            )
+        return ids
+
+    def load_shared(self, rows: int, live: I64, *, max_id: int, del_seq: int, build: bool = True) -> None:
+        """Full load from the shared files: rows ``[0, rows)``; ``live`` are the database's chunk
+        ids (sorted): rows whose id is not among them are dead (deleted, or written by a
+        transaction that never committed)."""
+        with self.mutate_lock:
+            with self._rw.write():
+                gen = self.gen
+                self._clear()
+                self.gen = gen
+                ids = self._shared_ids(0, rows)
+                alive = np.isin(ids, np.asarray(live, dtype=np.int64))
+                self._ids = ids
+                self._alive = alive
+                self._n = rows
+                self._live = int(alive.sum())
+                self._mat = self._rows.mat
+                self.max_id = max_id
+                self.del_seq = del_seq
+            if build:
+                self._maybe_build_ann()
+
+    def apply_shared(self, rows: int, deleted: I64, *, max_id: int, del_seq: int) -> None:
+        """Take in rows ``[len, rows)`` committed to the shared files (by any process; nothing is
+        copied) and the deleted ids."""
+        with self.mutate_lock:
+            self._last_write = time.monotonic()
+            n = self._n
+            if rows > n:
+                ids = self._shared_ids(n, rows)
+                m = len(ids)
+                with self._rw.write():
+                    if n + m > len(self._ids):
+                        cap = max(n + m, int(len(self._ids) * 1.5) + 1024)
+                        idarr = np.empty(cap, dtype=np.int64)
+                        idarr[:n] = self._ids[:n]
+                        alive = np.zeros(cap, dtype=bool)
+                        alive[:n] = self._alive[:n]
+                        self._ids, self._alive = idarr, alive
+                    self._mat = self._rows.mat
+                    self._ids[n : n + m] = ids
+                    self._alive[n : n + m] = True
+                    self._n = n + m
+                    self._live += m
+            if len(deleted):
+                self._remove(np.asarray(deleted, dtype=np.int64))
+            self.max_id = max(self.max_id, max_id)
+            self.del_seq = max(self.del_seq, del_seq)
+            if self._ann is None:
+                self._maybe_build_ann()
+            self._kick()
+
+    def dead_rows(self) -> tuple[int, int]:
+        """(rows, dead rows) of the vector file."""
+        return self._n, self._n - self._live
+
+    def vectors_of(self, ids: I64) -> tuple[I64, F32]:
+        """(live ids among ``ids``, their vectors copied out of the file)."""
+        with self._rw.read():
+            rows = self._rows_of(np.asarray(ids, dtype=np.int64))
+            return self._ids[rows].copy(), np.array(self._mat[rows], dtype=np.float32)
+
+    def compact_shared(self, vec_path: Path, ids_path: Path) -> tuple[_RowFile, npt.NDArray[np.bool_]]:
+        """Copy the live rows into new files (made durable) and return them, unpublished.
+
+        The caller (holding ``mutate_lock`` and the store's exclusive lock) records the new
+        generation in the database, then calls :meth:`adopt_compacted`.
+        """
+        n = self._n
+        keep = self._alive[:n].copy()
+        ids = np.ascontiguousarray(self._ids[:n][keep])
+        for f in (vec_path, ids_path):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        try:
+            new = _RowFile.at(self.dimension, vec_path, ids_path)
+            try:
+                out = 0
+                step = max(1, (8 << 20) // self._rows.row_bytes)
+                for start in range(0, n, step):
+                    stop = min(n, start + step)
+                    sel = keep[start:stop]
+                    m = int(sel.sum())
+                    if m:
+                        new.write(out, ids[out : out + m], self._rows.read(start, stop)[sel])
+                        out += m
+                new.sync()
+            except BaseException:
+                new.close()
+                raise
+        except OSError as e:
+            raise StoreError(f"cannot compact the vector file: {e}") from e
+        return new, keep
+
+    def adopt_compacted(self, new: _RowFile, keep: npt.NDArray[np.bool_], gen: int) -> None:
+        """Switch to the compacted files (caller holds ``mutate_lock``)."""
+        with self._rw.write():
+            old = self._rows
+            self._ann_rows = int(keep[: self._ann_rows].sum())
+            ids = np.ascontiguousarray(self._ids[: len(keep)][keep])
+            self._rows = new
+            self._mat = new.mat
+            self._ids = ids
+            self._alive = np.ones(len(ids), dtype=bool)
+            self._n = self._live = len(ids)
+            self.gen = gen
+        old.close()
+
     def _maybe_compact(self) -> None:
         """Rewrite the vector file without dead rows once they are a quarter of it.
 
@@ -550,8 +731,8 @@ class VectorIndex:
         """
         n = self._n
         dead = n - self._live
-        if n < 1024 or dead * 4 < n:
-            return
+        if self.shared or n < 1024 or dead * 4 < n:
+            return  # the shared file is compacted by the store (it records the new generation)
         keep = self._alive[:n].copy()
         ids = np.ascontiguousarray(self._ids[:n][keep])
         persistent = self.persistent and self._dir is not None

@@ -1,67 +1,94 @@
 """Retrieval quality of ``parallelrag.pipeline.Index`` on a real corpus: the Python 3.11 docs.
 
-Questions with known answers (``benchmarks/eval_questions.json``: the page(s) that answer each
-one and phrases of those pages that hold the answer) are run against indexes built with the real
-pipeline (HTML loader → splitter → local embedder → embedded store), in the three search modes
-(``vector``, ``keyword`` = BM25, ``hybrid`` = RRF of both). Reported per index and mode:
+Two question sets with known answers, run through the real pipeline (HTML loader → splitter →
+local embedder → embedded store) in the three search modes (``vector``, ``keyword`` = BM25,
+``hybrid`` = fusion of both):
 
-* **page R@k** (k = 1, 5, 10): the share of questions with a hit from the expected page among the
-  top k chunks;
-* **strict R@k**: ... a hit from the expected page whose *text contains an answer phrase*
-  (whitespace-normalized), i.e. the chunk an LLM would need;
-* **MRR**: mean reciprocal rank of the first expected-page hit within the top 10 (0 if none);
-* **para R@5**: page R@5 on the questions marked ``paraphrased`` only (few shared terms).
+* ``keyword``: ``benchmarks/eval_questions.json``, 60 questions most of which name the API
+  they ask about (the keyword-friendly set);
+* ``paraphrased``: ``benchmarks/eval_questions_paraphrased.json``, 80 questions in a user's
+  words, with no module, function or class names;
+* and ``benchmarks/eval_questions_offcorpus.json``: 15 questions the corpus does not answer,
+  used to calibrate the weak-support threshold of ``Index.answer``.
 
-Indexes (under ``benchmarks/.cache/eval-*``, reused across runs: ingest is incremental and the
-embedding cache lives in each index directory; ``--fresh`` rebuilds them):
+Reported per index, set and mode: page R@1/R@5/R@10 (a chunk of an expected page in the top
+k), strict R@5 (... a chunk that holds an answer phrase), MRR (first expected-page hit within
+the top 10), and query latency p50/p99 of ``Index.search`` (embedding the question included).
 
-* ``wordllama``: all 530 pages, default splitter (1500/150 characters);
-* ``wordllama-subset``: the 150-page subset below, same settings (to compare with minilm);
-* ``minilm-200``: all-MiniLM-L6-v2 on the subset, default splitter (200/20 model tokens);
-* ``minilm-128``: the same with 128/13 tokens per chunk (opt-in: ``--configs all``).
+Indexes (``benchmarks/.cache/eval-<name>/``, reused across runs; ``--fresh`` rebuilds):
 
-The subset is every page some question expects plus deterministic distractors (seeded sample of
-the other pages) up to 150 pages: MiniLM on two CPU cores embeds only ~20-30 chunks/s of
-128-200 tokens (~100/s is for short sentences).
+* ``minilm-128``: all-MiniLM-L6-v2, the index's default splitter (128/16 model tokens), chunks
+  WITHOUT context (chunk_context patched to ``""``): the baseline of the context step;
+* ``minilm-128-ctx``: the same with the default chunk context (title + heading path): the
+  offline default;
+* ``wordllama``: wordllama 256-d static vectors, default splitter, all 530 pages (opt-in).
 
-Run: ``.venv/bin/python benchmarks/eval_retrieval.py`` (``--configs all`` or
-``--configs wordllama,minilm-128`` to choose; ``--check`` only verifies the question file;
-``--misses`` lists the questions each run missed at 10; ``--fresh`` rebuilds the indexes).
-The corpus comes from Debian's ``python3.11-doc`` (``apt-get download`` + ``dpkg-deb -x`` into
-``benchmarks/.cache``, shared with ``benchmarks/corpus.py``).
+The MiniLM indexes hold the subset: every expected page plus 100 pages drawn with a fixed seed
+from the whole corpus (MiniLM embeds ~10-30 chunks/s on two busy cores).
+
+Extra stages (each on the ``--stage-config`` index, default ``minilm-128-ctx``):
+
+* ``--tune``: the fusion grid (method, weights, RRF constant, candidate depth) evaluated from
+  the vector and keyword candidate lists, with 2-fold cross-validation (tune on half the
+  questions of both sets, score on the other half);
+* ``--rerank SPEC``: hybrid top-N reranked (``sim`` = the simulator's token-overlap ``/rerank``
+  route; a folder path = a sentence-transformers CrossEncoder; ``llm`` = the listwise LLM
+  reranker over the simulated chat model);
+* ``--expand``: multi-query / HyDE retrieval with the simulated chat model;
+* ``--calibrate``: best-hit vector scores of answerable vs off-corpus questions, and the
+  weak-support threshold they give.
+
+Run: ``.venv/bin/python benchmarks/eval_retrieval.py`` (default: both MiniLM indexes, all
+stages with the simulator); ``--check`` only verifies the question files (2 s); ``--misses``
+lists the questions each mode missed at 5. The corpus comes from Debian's ``python3.11-doc``
+(``apt-get download`` + ``dpkg-deb -x`` into ``benchmarks/.cache``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import glob
+import itertools
 import json
 import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from parallelrag.cache import EmbeddingCache
 from parallelrag.loaders import load_file
 from parallelrag.pipeline import Index, IngestProgress
-from parallelrag.splitters import RecursiveSplitter
-from parallelrag.store import Hit
+from parallelrag.store.fusion import DEFAULT_FUSION, FusionConfig, fuse
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 PACKAGE = "python3.11-doc"
 DOC_ROOT = CACHE / "python3.11-doc-root" / "usr/share/doc/python3.11/html"
-QUESTIONS = HERE / "eval_questions.json"
+HTML_MARK = "usr/share/doc/python3.11/html/"
+SETS = {
+    "keyword": HERE / "eval_questions.json",
+    "paraphrased": HERE / "eval_questions_paraphrased.json",
+}
+OFFCORPUS = HERE / "eval_questions_offcorpus.json"
 MODES = ("vector", "keyword", "hybrid")
 KS = (1, 5, 10)
-SUBSET_PAGES = 150
+SUBSET_DISTRACTORS = 100
 SUBSET_SEED = 0
+DEPTH = 100  # candidate lists gathered for fusion tuning
+STAGES = ("tune", "calibrate", "cost", "rerank", "expand")
 
 _WS = re.compile(r"\s+")
 
@@ -108,15 +135,19 @@ class Question:
     paraphrased: bool
 
 
-def load_questions(path: Path = QUESTIONS) -> list[Question]:
+def load_questions(path: Path) -> list[Question]:
     data = json.loads(path.read_text(encoding="utf-8"))
     return [Question(q["id"], q["question"], tuple(q["pages"]), tuple(q["answers"]), q["kind"],
                      bool(q["paraphrased"])) for q in data["questions"]]
 
 
+def load_offcorpus(path: Path = OFFCORPUS) -> list[str]:
+    return [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))["questions"]]
+
+
 def check_questions(questions: Sequence[Question], root: Path) -> list[str]:
-    """Problems with the question file: unknown pages, pages holding none of the answer phrases,
-    phrases found in none of the pages.
+    """Problems with a question file: duplicate ids, unknown pages, pages holding none of the
+    answer phrases, phrases found in none of the pages.
 
     The text is what the index's own HTML loader makes of the page, so a phrase found here is
     findable in the indexed chunks (unless a chunk boundary cuts it).
@@ -153,12 +184,15 @@ def check_questions(questions: Sequence[Question], root: Path) -> list[str]:
 
 
 def subset_pages(questions: Sequence[Question], pages: Sequence[str],
-                 size: int = SUBSET_PAGES, seed: int = SUBSET_SEED) -> list[str]:
-    """The expected pages plus a seeded sample of the others, ``size`` pages in all, sorted."""
-    expected = sorted({p for q in questions for p in q.pages})
-    rest = [p for p in pages if p not in set(expected)]
-    extra = random.Random(seed).sample(rest, max(0, min(len(rest), size - len(expected))))
-    return sorted(expected + extra)
+                 distractors: int = SUBSET_DISTRACTORS, seed: int = SUBSET_SEED) -> list[str]:
+    """The expected pages plus a seeded sample of ``distractors`` pages of the whole corpus.
+
+    The sample does not depend on the questions, so adding a question adds only its own pages
+    to the subset (and an incremental re-ingest embeds only those).
+    """
+    expected = {p for q in questions for p in q.pages}
+    extra = random.Random(seed).sample(list(pages), min(len(pages), distractors))
+    return sorted(expected | set(extra))
 
 
 # --------------------------------------------------------------------------------------- indexes
@@ -166,23 +200,38 @@ def subset_pages(questions: Sequence[Question], pages: Sequence[str],
 class Config:
     name: str
     embedder: str
-    splitter: Callable[[], Any] | None  # None: the index's default splitter for the embedder
     subset: bool
+    context: bool
     describe: str
 
 
 CONFIGS: dict[str, Config] = {c.name: c for c in (
-    Config("wordllama", "wordllama", None, False, "wordllama 256-d, 1500/150 chars, all pages"),
-    Config("wordllama-subset", "wordllama", None, True,
-           "wordllama 256-d, 1500/150 chars, subset"),
-    Config("minilm-200", "minilm",
-           lambda: RecursiveSplitter(chunk_size=200, chunk_overlap=20, length="minilm"), True,
-           "MiniLM-L6, 200/20 tokens, subset"),
-    Config("minilm-128", "minilm", None, True,
-           "MiniLM-L6, 128/16 tokens (the index's default), subset"),
+    Config("minilm-128", "minilm", True, False,
+           "MiniLM-L6, 128/16 tokens, no chunk context, subset"),
+    Config("minilm-128-ctx", "minilm", True, True,
+           "MiniLM-L6, 128/16 tokens, title + heading path context (default), subset"),
+    Config("wordllama-noctx", "wordllama", False, False,
+           "wordllama 256-d, 1500/150 chars, no chunk context, all pages"),
+    Config("wordllama", "wordllama", False, True,
+           "wordllama 256-d, 1500/150 chars, context, all pages"),
 )}
-#: minilm-200 is opt-in (``--configs all``): a fresh build takes ~8 min on two busy cores.
-DEFAULT_CONFIGS = ("wordllama", "wordllama-subset", "minilm-128")
+DEFAULT_CONFIGS = ("minilm-128", "minilm-128-ctx")
+
+
+@contextlib.contextmanager
+def no_context(enabled: bool) -> Iterator[None]:
+    """Ingest with chunk_context returning "" (the baseline of the context step)."""
+    from parallelrag.pipeline import context as ctxmod
+
+    if not enabled:
+        yield
+        return
+    saved = ctxmod.chunk_context
+    ctxmod.chunk_context = lambda doc, chunk: ""
+    try:
+        yield
+    finally:
+        ctxmod.chunk_context = saved
 
 
 @dataclass
@@ -198,8 +247,8 @@ def open_index(cfg: Config, root: Path, pages: Sequence[str], fresh: bool) -> tu
     path = CACHE / f"eval-{cfg.name}"
     if fresh and path.exists():
         shutil.rmtree(path)
-    index = Index.open(path, embedder=cfg.embedder,
-                       splitter=cfg.splitter() if cfg.splitter is not None else None)
+    was_new = not path.exists()
+    index = Index.open(path, embedder=cfg.embedder)
     last = [0.0]
 
     def progress(p: IngestProgress) -> None:  # a line every 15 s on long (minilm) builds
@@ -208,191 +257,486 @@ def open_index(cfg: Config, root: Path, pages: Sequence[str], fresh: bool) -> tu
             print(f"[{cfg.name}]   {p.elapsed_s:.0f} s: {p.documents_done} pages, "
                   f"{p.embedded} chunks embedded ({p.embeddings_per_s:.0f}/s)", flush=True)
 
-    was_empty = not index.store.documents()
+    # Embeddings cached by text in the index directory: a re-run (or a store migration that
+    # re-ingests) embeds only texts it has not seen; --fresh deletes the cache with the index.
+    cache = EmbeddingCache(path / "embeddings.sqlite")
+    index.embedder.cache = cache
     t0 = time.perf_counter()
-    if cfg.subset:
-        report = index.ingest([root / p for p in pages], progress=progress)
-    else:
-        report = index.ingest([root], include=["*.html"], progress=progress)
+    try:
+        with no_context(not cfg.context):
+            report = index.ingest([root / p for p in pages], progress=progress, prune=False)
+    finally:
+        # Queries must pay for their embedding: the cache would answer repeated questions.
+        index.embedder.cache = None
+        cache.close()
     ingest_s = time.perf_counter() - t0
     if report.failed:
         raise SystemExit(f"{cfg.name}: ingest failed for {report.failed[:3]}")
     # Keep exactly the wanted pages (the subset changes when questions change).
-    wanted = {str(root / p) for p in pages}
+    wanted = set(pages)
     for doc in index.store.documents():
-        if doc.source.split("#", 1)[0] not in wanted:
+        if page_of_source(doc.source) not in wanted:
             index.remove(doc.source)
     stats = index.stats()
     meta_path = path / "eval_build.json"
     full: dict[str, Any] = {}
     if meta_path.exists():
         full = json.loads(meta_path.read_text(encoding="utf-8"))
-    if was_empty:  # a build from scratch: its timing is the ingest cost of this corpus
+    if was_new:  # a build from scratch: its timing is the ingest cost of this corpus
         full = {"embedded": report.embedded, "chunks_written": report.chunks,
                 "wall_s": round(report.wall_s, 2), "stages": report.stages,
                 "chunks_per_s": round(report.embedded / max(report.wall_s, 1e-9), 1)}
         meta_path.write_text(json.dumps(full, indent=1), encoding="utf-8")
-    chunks = int(stats.get("chunks", 0))
-    # Queries must pay for their embedding: the index's embedding cache would answer repeated
-    # questions from disk on later runs and make vector search look free.
-    index.embedder.cache = None
-    return index, Build(pages=len(pages), chunks=chunks, ingest_s=ingest_s,
+    return index, Build(pages=len(pages), chunks=int(stats.get("chunks", 0)), ingest_s=ingest_s,
                         embedded=report.embedded, full_build=full)
+
+
+def page_of_source(source: str) -> str:
+    src = source.split("#", 1)[0].replace(os.sep, "/")
+    i = src.find(HTML_MARK)
+    return src[i + len(HTML_MARK):] if i >= 0 else src
 
 
 # ----------------------------------------------------------------------------------- evaluation
 @dataclass
 class Scores:
+    n: int
     page: dict[int, float]
-    strict: dict[int, float]
+    strict5: float
     mrr: float
-    para_at5: float
-    ms_per_query: float
-    misses: list[str]  # ids of questions with no expected-page hit in the top 10
+    p50_ms: float
+    p99_ms: float
+    misses5: list[str]  # ids of questions with no expected-page hit in the top 5
+
+    def row(self) -> dict[str, Any]:
+        return {"n": self.n, "r1": round(self.page[1], 4), "r5": round(self.page[5], 4),
+                "r10": round(self.page[10], 4), "strict5": round(self.strict5, 4),
+                "mrr": round(self.mrr, 4), "p50_ms": round(self.p50_ms, 1),
+                "p99_ms": round(self.p99_ms, 1), "misses5": self.misses5}
 
 
-def page_of(hit: Hit, root: Path) -> str:
-    src = hit.source.split("#", 1)[0]
-    try:
-        return Path(src).relative_to(root).as_posix()
-    except ValueError:
-        return src
+def first_ranks(q: Question, pages: Sequence[str], texts: Sequence[str]) -> tuple[int | None,
+                                                                                 int | None]:
+    """1-based rank of the first expected-page hit, and of the first one holding an answer."""
+    answers = [norm(a) for a in q.answers]
+    first_page = first_strict = None
+    for rank, (page, text) in enumerate(zip(pages, texts, strict=True), 1):
+        if page in q.pages:
+            if first_page is None:
+                first_page = rank
+            if first_strict is None and any(a in norm(text) for a in answers):
+                first_strict = rank
+    return first_page, first_strict
 
 
-def evaluate(index: Index, questions: Sequence[Question], root: Path, mode: str) -> Scores:
-    kmax = max(KS)
-    page_hits = {k: 0 for k in KS}
-    strict_hits = {k: 0 for k in KS}
+def score(questions: Sequence[Question], ranked: Sequence[tuple[Sequence[str], Sequence[str]]],
+          times: Sequence[float]) -> Scores:
+    hits = {k: 0 for k in KS}
+    strict5 = 0
     rr = 0.0
-    para_total = para_hit = 0
     misses: list[str] = []
-    index.search("warm-up query", k=kmax, mode=mode)  # model, vector matrix, FTS pages
-    t0 = time.perf_counter()
-    results = [index.search(q.question, k=kmax, mode=mode) for q in questions]
-    elapsed = time.perf_counter() - t0
-    for q, hits in zip(questions, results, strict=True):
-        answers = [norm(a) for a in q.answers]
-        first_page: int | None = None
-        first_strict: int | None = None
-        for rank, hit in enumerate(hits, 1):
-            if page_of(hit, root) in q.pages:
-                if first_page is None:
-                    first_page = rank
-                if first_strict is None and any(a in norm(hit.text) for a in answers):
-                    first_strict = rank
+    for q, (pages, texts) in zip(questions, ranked, strict=True):
+        fp, fs = first_ranks(q, pages[:10], texts[:10])
         for k in KS:
-            page_hits[k] += first_page is not None and first_page <= k
-            strict_hits[k] += first_strict is not None and first_strict <= k
-        rr += 1.0 / first_page if first_page is not None else 0.0
-        if first_page is None:
+            hits[k] += fp is not None and fp <= k
+        strict5 += fs is not None and fs <= 5
+        rr += 1.0 / fp if fp is not None else 0.0
+        if fp is None or fp > 5:
             misses.append(q.id)
-        if q.paraphrased:
-            para_total += 1
-            para_hit += first_page is not None and first_page <= 5
     n = len(questions)
-    return Scores(
-        page={k: page_hits[k] / n for k in KS}, strict={k: strict_hits[k] / n for k in KS},
-        mrr=rr / n, para_at5=para_hit / para_total if para_total else 0.0,
-        ms_per_query=1000 * elapsed / n, misses=misses,
-    )
+    ms = sorted(1000 * t for t in times) or [0.0]
+    return Scores(n=n, page={k: hits[k] / n for k in KS}, strict5=strict5 / n, mrr=rr / n,
+                  p50_ms=statistics.median(ms), p99_ms=ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+                  misses5=misses)
+
+
+def run_search(index: Index, questions: Sequence[Question], mode: str,
+               **kw: Any) -> tuple[list[tuple[list[str], list[str]]], list[float]]:
+    index.search("warm-up query", k=10, mode=mode, **kw)
+    ranked: list[tuple[list[str], list[str]]] = []
+    times: list[float] = []
+    for q in questions:
+        t0 = time.perf_counter()
+        hits = index.search(q.question, k=10, mode=mode, **kw)
+        times.append(time.perf_counter() - t0)
+        ranked.append(([page_of_source(h.source) for h in hits], [h.text for h in hits]))
+    return ranked, times
+
+
+# ----------------------------------------------------------------------------- fusion tuning
+# An experiment for the keyword side (not what the store does): English function words dropped
+# from the BM25 query, as a store could do before building its FTS query.
+_STOP_TEXT = """a an and are as at be but by can do does for from how i if in into is it
+its me my of on or so than that the their them then there these this to was what when where which
+who why will with would you your should could there's i'm it's"""
+STOPWORDS = frozenset(_STOP_TEXT.split())
+
+
+def without_stopwords(text: str) -> str:
+    words = re.findall(r"\w+", text)
+    kept = [w for w in words if w.lower() not in STOPWORDS]
+    return " ".join(kept) if kept else text
+
+
+@dataclass
+class Lists:
+    """Per question: the vector and keyword candidate lists (id, score), and id → (page, text);
+    ``kw_stop``: keyword lists for the query without stop words (experiment)."""
+
+    vec: list[list[tuple[int, float]]]
+    kw: list[list[tuple[int, float]]]
+    kw_stop: list[list[tuple[int, float]]]
+    info: dict[int, tuple[str, str]]
+
+
+def gather_lists(index: Index, questions: Sequence[Question], depth: int = DEPTH) -> Lists:
+    vec: list[list[tuple[int, float]]] = []
+    kw: list[list[tuple[int, float]]] = []
+    kw_stop: list[list[tuple[int, float]]] = []
+    info: dict[int, tuple[str, str]] = {}
+    for q in questions:
+        qv = index.embedder.embed(q.question)
+        vh = index.store.search_vector(qv, depth)
+        kh = index.store.search_keyword(q.question, depth)
+        ks = index.store.search_keyword(without_stopwords(q.question), depth)
+        for h in itertools.chain(vh, kh, ks):
+            info[h.chunk_id] = (page_of_source(h.source), h.text)
+        vec.append([(h.chunk_id, float(h.score)) for h in vh])
+        kw.append([(h.chunk_id, float(h.score)) for h in kh])
+        kw_stop.append([(h.chunk_id, float(h.score)) for h in ks])
+    return Lists(vec, kw, kw_stop, info)
+
+
+def fused_ranked(lists: Lists, idx: Sequence[int], cfg: FusionConfig,
+                 stop: bool = False) -> list[tuple[list[str], list[str]]]:
+    out = []
+    kws = lists.kw_stop if stop else lists.kw
+    for i in idx:
+        fz = fuse(lists.vec[i][:cfg.candidates], kws[i][:cfg.candidates], 10, config=cfg)
+        out.append(([lists.info[f.id][0] for f in fz], [lists.info[f.id][1] for f in fz]))
+    return out
+
+
+def single_ranked(lst: list[list[tuple[int, float]]], info: dict[int, tuple[str, str]],
+                  idx: Sequence[int]) -> list[tuple[list[str], list[str]]]:
+    return [([info[c][0] for c, _ in lst[i][:10]], [info[c][1] for c, _ in lst[i][:10]])
+            for i in idx]
+
+
+def fusion_grid() -> list[FusionConfig]:
+    grid: list[FusionConfig] = []
+    for depth in (20, 50, 100):
+        for c in (10, 30, 60):
+            for wk in (0.3, 0.5, 0.7, 1.0):
+                grid.append(FusionConfig("rrf", 1.0, wk, c, depth))
+        for method in ("minmax", "zscore"):
+            for wk in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+                grid.append(FusionConfig(method, 1.0 - wk, wk, 60, depth))
+    return grid
+
+
+def tune(questions: dict[str, list[Question]], lists: dict[str, Lists]) -> dict[str, Any]:
+    """2-fold cross-validated fusion choice: objective = mean over both sets of (R@5 + MRR)/2."""
+    grid = fusion_grid()
+
+    def objective(cfg: FusionConfig, fold: int | None) -> tuple[float, dict[str, Scores]]:
+        per: dict[str, Scores] = {}
+        for name, qs in questions.items():
+            idx = [i for i in range(len(qs)) if fold is None or i % 2 == fold]
+            per[name] = score([qs[i] for i in idx], fused_ranked(lists[name], idx, cfg), [])
+        val = statistics.mean((s.page[5] + s.mrr) / 2 for s in per.values())
+        return val, per
+
+    folds = []
+    for fold in (0, 1):
+        best = max(grid, key=lambda c: objective(c, fold)[0])
+        _, held = objective(best, 1 - fold)
+        _, held_default = objective(DEFAULT_FUSION, 1 - fold)
+        folds.append({"tuned_on": fold, "best": cfg_dict(best),
+                      "held_out": {n: s.row() for n, s in held.items()},
+                      "held_out_default": {n: s.row() for n, s in held_default.items()}})
+    full = sorted(((objective(c, None)[0], c) for c in grid), key=lambda t: -t[0])
+    top = [{"objective": round(v, 4), **cfg_dict(c),
+            **{n: {"r5": round(s.page[5], 4), "mrr": round(s.mrr, 4)}
+               for n, s in objective(c, None)[1].items()}} for v, c in full[:10]]
+    default_row = {n: s.row() for n, s in objective(DEFAULT_FUSION, None)[1].items()}
+    # the stop-word experiment: keyword alone, and the best fusion over its lists
+    stop: dict[str, Any] = {}
+    for name, qs in questions.items():
+        idx = list(range(len(qs)))
+        stop[f"{name}/keyword"] = score(qs, single_ranked(lists[name].kw, lists[name].info,
+                                                          idx), []).row()
+        stop[f"{name}/keyword_nostop"] = score(qs, single_ranked(lists[name].kw_stop,
+                                                                 lists[name].info, idx),
+                                               []).row()
+
+    def objective_stop(cfg: FusionConfig) -> float:
+        return statistics.mean(
+            (s.page[5] + s.mrr) / 2 for s in (
+                score(qs, fused_ranked(lists[n], range(len(qs)), cfg, stop=True), [])
+                for n, qs in questions.items()))
+
+    best_stop = max(grid, key=objective_stop)
+    stop["best_fusion_nostop"] = cfg_dict(best_stop)
+    for name, qs in questions.items():
+        stop[f"{name}/hybrid_nostop_best"] = score(
+            qs, fused_ranked(lists[name], range(len(qs)), best_stop, stop=True), []).row()
+        stop[f"{name}/hybrid_nostop_default"] = score(
+            qs, fused_ranked(lists[name], range(len(qs)), DEFAULT_FUSION, stop=True), []).row()
+    return {"folds": folds, "top10_all_questions": top, "default": cfg_dict(DEFAULT_FUSION),
+            "default_scores": default_row, "grid_size": len(grid), "stopword_experiment": stop}
+
+
+def cfg_dict(c: FusionConfig) -> dict[str, Any]:
+    return {"method": c.method, "vector_weight": c.vector_weight,
+            "keyword_weight": c.keyword_weight, "rrf_k": c.rrf_k, "candidates": c.candidates}
+
+
+# ------------------------------------------------------------------------------- calibration
+def calibrate(index: Index, answerable: Sequence[Question], off: Sequence[str]) -> dict[str, Any]:
+    """Best vector score of the top hybrid hits, answerable vs off-corpus questions."""
+    from parallelrag.pipeline import support
+
+    def top(q: str) -> float:
+        return support.support_score(index.search(q, k=5, mode="hybrid"))
+
+    ans = sorted(top(q.question) for q in answerable)
+    offs = sorted(top(q) for q in off)
+    best: tuple[float, float] = (-1.0, 0.0)
+    for t in sorted(set(ans) | set(offs)):
+        acc = (sum(a >= t for a in ans) + sum(o < t for o in offs)) / (len(ans) + len(offs))
+        if acc > best[0]:
+            best = (acc, t)
+    th = support.DEFAULT_MIN_SCORES.get(f"{index.embedder.provider}:{index.embedder.model}")
+    out: dict[str, Any] = {
+        "answerable": {"n": len(ans), "min": ans[0], "p05": ans[int(0.05 * len(ans))],
+                       "median": statistics.median(ans)},
+        "off_corpus": {"n": len(offs), "max": offs[-1], "median": statistics.median(offs),
+                       "scores": [round(o, 3) for o in offs]},
+        "best_threshold_here": round(best[1], 3), "best_accuracy_here": round(best[0], 4),
+    }
+    if th is not None:
+        out["shipped_threshold"] = th
+        out["shipped"] = {"answerable_refused": sum(a < th for a in ans),
+                          "off_corpus_refused": sum(o < th for o in offs)}
+    return out
+
+
+# ------------------------------------------------------------------------------------ stages
+def make_reranker(spec: str, sim_url: str | None) -> Any:
+    from parallelrag.pipeline import rerank
+
+    if spec == "sim":
+        from parallelrag.providers.rerank import HttpReranker
+
+        assert sim_url is not None
+        return HttpReranker(sim_url, model="sim-rerank", api_key="sk-sim")
+    if spec == "llm":
+        from parallelrag.llm import LlmClient
+
+        assert sim_url is not None
+        return rerank.LlmReranker(LlmClient.openai("gpt-4o-mini", base_url=sim_url,
+                                                   api_key="sk-sim"))
+    return rerank.CrossEncoderReranker(spec)
+
+
+def stage_rerank(index: Index, questions: dict[str, list[Question]], spec: str,
+                 sim_url: str | None, depth: int) -> dict[str, Any]:
+    rr = make_reranker(spec, sim_url)
+    out: dict[str, Any] = {"reranker": spec, "depth": depth}
+    for name, qs in questions.items():
+        ranked, times = run_search(index, qs, "hybrid", reranker=rr, rerank_depth=depth)
+        out[name] = score(qs, ranked, times).row()
+    return out
+
+
+def stage_expand(index: Index, questions: dict[str, list[Question]], sim_url: str,
+                 how: str, sample: int = 20) -> dict[str, Any]:
+    """Expanded retrieval on a sample of each set (every n-th question), against plain hybrid
+    on the same questions: the simulated model's rewrites are not real rewrites, so this
+    measures the plumbing and its cost, not what a real model would gain."""
+    from parallelrag.llm import LlmClient
+    from parallelrag.pipeline import expand
+
+    llm = LlmClient.openai("gpt-4o-mini", base_url=sim_url, api_key="sk-sim")
+    out: dict[str, Any] = {"expansion": how, "sample": sample}
+    for name, all_qs in questions.items():
+        qs = all_qs[::max(1, len(all_qs) // sample)]
+        base, _ = run_search(index, qs, "hybrid")
+        out[f"{name}/hybrid_same_questions"] = score(qs, base, []).row()
+        ranked = []
+        times = []
+        for q in qs:
+            t0 = time.perf_counter()
+            hits = asyncio.run(expand.expanded_search(index, q.question, llm, k=10, how=how))
+            times.append(time.perf_counter() - t0)
+            ranked.append(([page_of_source(h.source) for h in hits], [h.text for h in hits]))
+        out[name] = score(qs, ranked, times).row()
+    return out
+
+
+def stage_context_cost(index: Index, n: int = 100, rounds: int = 2) -> dict[str, Any]:
+    """Embedding time of ``n`` stored chunks with and without their context (alternating
+    rounds, medians): what the context adds to ingest on this machine."""
+    total = int(index.stats().get("chunks", 0))
+    ids = random.Random(1).sample(range(1, total + 1), min(n, total))
+    hits = [h for h in index.store.get_chunks(ids) if h.context]
+    plain = [h.text for h in hits]
+    ctx = [f"{h.context}\n\n{h.text}" for h in hits]
+    times: dict[str, list[float]] = {"text": [], "context+text": []}
+    for _ in range(rounds):
+        for name, texts in (("text", plain), ("context+text", ctx)):
+            t0 = time.perf_counter()
+            index.embedder.embed_many(texts)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"chunks": len(hits), "seconds": {k: round(v, 2) for k, v in med.items()},
+            "ratio": round(med["context+text"] / max(med["text"], 1e-9), 3),
+            "mean_context_chars": round(statistics.mean(len(h.context) for h in hits), 1)
+            if hits else 0}
 
 
 # --------------------------------------------------------------------------------------- report
-def table(rows: list[tuple[str, str, Scores]]) -> str:
-    head = ("| index | mode | page R@1 | R@5 | R@10 | strict R@1 | R@5 | R@10 | MRR | para R@5 "
-            "| ms/query |")
-    lines = [head, "|" + "---|" * 11]
-    for name, mode, s in rows:
-        lines.append(
-            f"| {name} | {mode} | {s.page[1]:.2f} | {s.page[5]:.2f} | {s.page[10]:.2f} "
-            f"| {s.strict[1]:.2f} | {s.strict[5]:.2f} | {s.strict[10]:.2f} | {s.mrr:.2f} "
-            f"| {s.para_at5:.2f} | {s.ms_per_query:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def build_table(builds: dict[str, tuple[Config, Build]]) -> str:
-    lines = ["| index | settings | pages | chunks | build from scratch | chunks/s | this run |",
-             "|---|---|---|---|---|---|---|"]
-    for name, (cfg, b) in builds.items():
-        fb = b.full_build
-        full = f"{fb['embedded']} embedded in {fb['wall_s']:.1f} s" if fb else "n/a"
-        # (n/a: the index predates this script's record; rerun with --fresh to time a build)
-        rate = f"{fb['chunks_per_s']:.0f}" if fb else "n/a"
-        lines.append(f"| {name} | {cfg.describe} | {b.pages} | {b.chunks} | {full} | {rate} "
-                     f"| {b.ingest_s:.1f} s, {b.embedded} embedded |")
+def table(rows: list[tuple[str, str, str, Scores]]) -> str:
+    lines = ["| index | set | mode | R@1 | R@5 | R@10 | strict R@5 | MRR | p50 ms | p99 ms |",
+             "|" + "---|" * 10]
+    for name, qset, mode, s in rows:
+        lines.append(f"| {name} | {qset} | {mode} | {s.page[1]:.2f} | {s.page[5]:.2f} "
+                     f"| {s.page[10]:.2f} | {s.strict5:.2f} | {s.mrr:.2f} | {s.p50_ms:.0f} "
+                     f"| {s.p99_ms:.0f} |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
-                    help=f"comma-separated, from {', '.join(CONFIGS)}, or 'all' "
-                         f"(default: {','.join(DEFAULT_CONFIGS)})")
+                    help=f"comma-separated, from {', '.join(CONFIGS)}, or 'all'")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--questions", type=Path, default=QUESTIONS)
+    ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--fresh", action="store_true", help="delete and rebuild the indexes")
-    ap.add_argument("--check", action="store_true", help="only verify the question file")
-    ap.add_argument("--misses", action="store_true", help="list questions missed at 10")
-    ap.add_argument("--json", type=Path, default=CACHE / "eval-results.json",
-                    help="where to write the results as JSON")
+    ap.add_argument("--check", action="store_true", help="only verify the question files")
+    ap.add_argument("--misses", action="store_true", help="list questions missed at 5")
+    ap.add_argument("--stage-config", default="minilm-128-ctx")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help=f"extra stages on --stage-config, from {', '.join(STAGES)} ('' for none)")
+    ap.add_argument("--rerank", default="sim,llm",
+                    help="rerankers to measure: sim, llm, a CrossEncoder folder ('' for none)")
+    ap.add_argument("--rerank-depth", type=int, default=20)
+    ap.add_argument("--latency-sample", type=int, default=20,
+                    help="questions per set timed with the query embedding uncached")
+    ap.add_argument("--json", type=Path, default=CACHE / "eval-results.json")
     args = ap.parse_args(argv)
     names = list(CONFIGS) if args.configs == "all" else [c for c in args.configs.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
-    unknown = [c for c in names if c not in CONFIGS] + [m for m in modes if m not in MODES]
+    set_names = [s for s in args.sets.split(",") if s]
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = ([c for c in names if c not in CONFIGS] + [m for m in modes if m not in MODES]
+               + [s for s in set_names if s not in SETS] + [s for s in stages if s not in STAGES])
     if unknown:
         ap.error(f"unknown: {', '.join(unknown)}")
 
     root = ensure_corpus().resolve()
-    questions = load_questions(args.questions)
-    problems = check_questions(questions, root)
+    questions = {name: load_questions(SETS[name]) for name in SETS}
+    problems = [p for name in SETS for p in check_questions(questions[name], root)]
+    off = load_offcorpus()
     if problems:
         print("question file problems:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     pages = all_pages(root)
-    subset = subset_pages(questions, pages)
-    n_para = sum(q.paraphrased for q in questions)
-    print(f"{len(questions)} questions ({n_para} paraphrased) verified against "
-          f"{len({p for q in questions for p in q.pages})} pages; corpus {len(pages)} pages, "
-          f"subset {len(subset)}", flush=True)
+    subset = subset_pages([q for qs in questions.values() for q in qs], pages)
+    print(", ".join(f"{len(qs)} {n}" for n, qs in questions.items())
+          + f" questions verified, {len(off)} off-corpus; corpus {len(pages)} pages, "
+            f"subset {len(subset)}", flush=True)
     if args.check:
         return 0
+    questions = {n: questions[n] for n in set_names}
 
-    rows: list[tuple[str, str, Scores]] = []
-    builds: dict[str, tuple[Config, Build]] = {}
-    out: dict[str, Any] = {"questions": len(questions), "paraphrased": n_para,
-                           "corpus_pages": len(pages), "subset_pages": len(subset), "runs": {}}
-    for name in names:
-        cfg = CONFIGS[name]
-        print(f"[{name}] ingesting {len(subset) if cfg.subset else len(pages)} pages ...",
-              flush=True)
-        index, build = open_index(cfg, root, subset if cfg.subset else pages, args.fresh)
-        builds[name] = (cfg, build)
-        print(f"[{name}] {build.chunks} chunks; ingest {build.ingest_s:.1f} s, "
-              f"{build.embedded} embedded this run", flush=True)
-        out["runs"][name] = {"settings": cfg.describe, "pages": build.pages,
-                             "chunks": build.chunks, "ingest_s": round(build.ingest_s, 2),
-                             "embedded": build.embedded, "full_build": build.full_build,
-                             "modes": {}}
-        with index:
-            for mode in modes:
-                s = evaluate(index, questions, root, mode)
-                rows.append((name, mode, s))
-                out["runs"][name]["modes"][mode] = {
-                    "page": s.page, "strict": s.strict, "mrr": round(s.mrr, 4),
-                    "para_at5": round(s.para_at5, 4), "ms_per_query": round(s.ms_per_query, 2),
-                    "misses": s.misses,
-                }
-                print(f"[{name}] {mode}: page R@5 {s.page[5]:.2f}, strict R@5 "
-                      f"{s.strict[5]:.2f}, MRR {s.mrr:.2f}", flush=True)
+    rows: list[tuple[str, str, str, Scores]] = []
+    out: dict[str, Any] = {"questions": {n: len(q) for n, q in questions.items()},
+                           "off_corpus": len(off), "corpus_pages": len(pages),
+                           "subset_pages": len(subset), "runs": {}, "stages": {}}
+    sim = None
+    try:
+        for name in names:
+            cfg = CONFIGS[name]
+            print(f"[{name}] ingesting {len(subset) if cfg.subset else len(pages)} pages ...",
+                  flush=True)
+            index, build = open_index(cfg, root, subset if cfg.subset else pages, args.fresh)
+            print(f"[{name}] {build.chunks} chunks; ingest {build.ingest_s:.1f} s, "
+                  f"{build.embedded} embedded this run", flush=True)
+            run: dict[str, Any] = {"settings": cfg.describe, "pages": build.pages,
+                                   "chunks": build.chunks, "ingest_s": round(build.ingest_s, 2),
+                                   "embedded": build.embedded, "full_build": build.full_build,
+                                   "results": {}}
+            out["runs"][name] = run
+            with index:
+                # Quality: every question, its embedding from a cache shared by all modes,
+                # stages and runs (the questions' embeddings do not change between indexes of
+                # one embedder). Latency: a fixed sample per set, cache off, so each search
+                # pays for embedding its question as a user's would.
+                qcache = EmbeddingCache(CACHE / f"eval-queries-{cfg.embedder}.sqlite")
+                for qset, qs in questions.items():
+                    sample = qs[::max(1, len(qs) // args.latency_sample)]
+                    for mode in modes:
+                        index.embedder.cache = None
+                        _, times = run_search(index, sample, mode)
+                        index.embedder.cache = qcache
+                        ranked, _ = run_search(index, qs, mode)
+                        s = score(qs, ranked, times)
+                        rows.append((name, qset, mode, s))
+                        run["results"][f"{qset}/{mode}"] = s.row()
+                        print(f"[{name}] {qset}/{mode}: R@5 {s.page[5]:.2f}, MRR {s.mrr:.2f}, "
+                              f"p50 {s.p50_ms:.0f} ms", flush=True)
+                if name != args.stage_config:
+                    continue
+                st = out["stages"]
+                index.embedder.cache = qcache
+                ref: dict[str, Any] = {}
+                for qset, qs in questions.items():
+                    ref[qset] = score(qs, *run_search(index, qs, "hybrid")).row()
+                st["hybrid_cached_query"] = ref
+                print(f"[{name}] hybrid, cached query embeddings: {json.dumps(ref)}", flush=True)
+                if "tune" in stages:
+                    print(f"[{name}] fusion tuning ...", flush=True)
+                    lists = {n: gather_lists(index, qs) for n, qs in questions.items()}
+                    st["tune"] = tune(questions, lists)
+                    print(json.dumps(st["tune"], indent=1), flush=True)
+                if "calibrate" in stages:
+                    print(f"[{name}] calibration ...", flush=True)
+                    st["calibrate"] = calibrate(
+                        index, [q for qs in questions.values() for q in qs], off)
+                    print(json.dumps(st["calibrate"], indent=1), flush=True)
+                if "cost" in stages:
+                    print(f"[{name}] context embedding cost ...", flush=True)
+                    st["context_cost"] = stage_context_cost(index)
+                    print(json.dumps(st["context_cost"]), flush=True)
+                if "rerank" in stages or "expand" in stages:
+                    from parallelrag.sim import SimConfig, SimServer
 
-    print("\n" + build_table(builds) + "\n")
+                    sim = SimServer(SimConfig(latency=0.0)).start()
+                sim_url = sim.url if sim is not None else None
+                if "rerank" in stages:
+                    for spec in [s for s in args.rerank.split(",") if s]:
+                        print(f"[{name}] rerank {spec} ...", flush=True)
+                        st[f"rerank:{spec}"] = stage_rerank(index, questions, spec, sim_url,
+                                                            args.rerank_depth)
+                        print(json.dumps(st[f"rerank:{spec}"]), flush=True)
+                if "expand" in stages:
+                    for how in ("multi", "hyde"):
+                        print(f"[{name}] expand {how} ...", flush=True)
+                        st[f"expand:{how}"] = stage_expand(index, questions, str(sim_url), how)
+                        print(json.dumps(st[f"expand:{how}"]), flush=True)
+    finally:
+        if sim is not None:
+            sim.stop()
+
+    print()
     print(table(rows))
     if args.misses:
-        by_id = {q.id: q for q in questions}
-        for name, mode, s in rows:
-            for qid in s.misses:
-                print(f"miss {name}/{mode} {qid}: {by_id[qid].question}")
+        by_id = {q.id: q for qs in questions.values() for q in qs}
+        for name, qset, mode, s in rows:
+            for qid in s.misses5:
+                print(f"miss@5 {name}/{qset}/{mode} {qid}: {by_id[qid].question}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
     print(f"\nresults: {os.path.relpath(args.json)}")

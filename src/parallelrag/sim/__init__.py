@@ -36,6 +36,10 @@ deployment name):
   ``[[invalid_json]]`` → broken JSON, else a minimal instance of the schema;
   otherwise :func:`sim_reply`. ``max_tokens`` cuts the reply at ``4 * max_tokens`` UTF-8 bytes
   (finish ``length`` / ``max_tokens``); stop sequences cut it (``stop`` / ``stop_sequence``).
+* ``POST .../rerank``: Cohere/Jina format (``{"model", "query", "documents", "top_n",
+  "return_documents"}`` → ``{"results": [{"index", "relevance_score"}], ...}``) or TEI format
+  (``{"query", "texts"}`` → ``[{"index", "score"}]``), best first; scores are
+  :func:`sim_rerank_scores` (share of the query's words found in the document).
 * ``GET .../models``; control: ``GET /sim/stats``, ``POST /sim/reset``, ``POST /sim/config``
   (JSON of SimConfig changes; ``GET`` returns the config), ``GET /sim/log?since=N``.
 
@@ -56,6 +60,7 @@ from parallelrag.sim.core import (
     sim_embedding,
     sim_embeddings,
     sim_reply,
+    sim_rerank_scores,
 )
 from parallelrag.sim.server import SimApp, SimProcess, SimServer, format_duration
 
@@ -72,4 +77,5 @@ __all__ = [
     "sim_embedding",
     "sim_embeddings",
     "sim_reply",
+    "sim_rerank_scores",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "sim_embedding",
     "sim_embeddings",
     "sim_reply",
+    "sim_rerank_scores",
 ]
 
 _SEED_BITS = 256
@@ -442,3 +443,20 @@ def minimal_instance(schema: Any, root: Any = None, depth: int = 0) -> Any:
             obj[name] = minimal_instance(properties.get(name, {}), root, depth + 1)
         return obj
     return None
+
+
+_RERANK_WORD = re.compile(r"\w+")
+
+
+def sim_rerank_scores(query: str, documents: Sequence[str]) -> list[float]:
+    """The sim's ``/rerank`` relevance scores: the share of the query's distinct lowercase
+    words (``\\w+``) that occur in each document, rounded to 6 places (0.0 for an empty query).
+    """
+    q = {w.lower() for w in _RERANK_WORD.findall(query)}
+    if not q:
+        return [0.0] * len(documents)
+    out = []
+    for doc in documents:
+        d = {w.lower() for w in _RERANK_WORD.findall(doc)}
+        out.append(round(len(q & d) / len(q), 6))
+    return out

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from parallelrag.errors import ConfigError
 from parallelrag.sim.config import LatencyModel, SimConfig, parse_latency
-from parallelrag.sim.core import count_tokens, embedding_fragments
+from parallelrag.sim.core import count_tokens, embedding_fragments, sim_rerank_scores
 from parallelrag.sim.protocol import (
     BadRequest,
     ChatPlan,
@@ -194,6 +194,8 @@ class SimApp:
             return await self._api(request, "messages", "anthropic")
         if last == "models" and request.method == "GET":
             return await self._api(request, "models", "openai")
+        if last == "rerank" and request.method == "POST":
+            return await self._api(request, "rerank", "openai")
         return await self._api(request, "other", "openai")
 
     async def _control(self, request: web.Request, what: str) -> web.StreamResponse:
@@ -419,11 +421,20 @@ class SimApp:
             if not isinstance(body, dict):
                 raise BadRequest("the JSON body must be an object")
             model = self._model_from_path(request) or body.get("model")
-            if not isinstance(model, str) or not model:
+            rerank: dict[str, Any] | None = None
+            emb: dict[str, Any] | None
+            plan: ChatPlan | None
+            if endpoint == "rerank":  # TEI's format has no model
+                rerank = self._parse_rerank(body, model)
+                emb = None
+                plan = None
+                rate_tokens = rerank["tokens"]
+                rec["n_inputs"] = len(rerank["texts"])
+            elif not isinstance(model, str) or not model:
                 raise BadRequest("you must provide a model parameter", param="model")
-            if endpoint == "embeddings":
+            elif endpoint == "embeddings":
                 emb = self._parse_embeddings(body, model)
-                plan: ChatPlan | None = None
+                plan = None
                 rate_tokens = emb["tokens"]
                 rec["n_inputs"] = len(emb["texts"])
             else:
@@ -475,7 +486,7 @@ class SimApp:
         if st["in_flight"] > st["max_in_flight"]:
             st["max_in_flight"] = st["in_flight"]
         try:
-            return await self._serve_accepted(request, flavor, rec, headers, emb, plan)
+            return await self._serve_accepted(request, flavor, rec, headers, emb, plan, rerank)
         finally:
             # reset_stats() carries in_flight over to the new counters.
             self.stats["in_flight"] -= 1
@@ -584,6 +595,7 @@ class SimApp:
         headers: dict[str, str],
         emb: dict[str, Any] | None,
         plan: ChatPlan | None,
+        rerank: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
         cfg = self.config
         st = self.stats
@@ -595,6 +607,8 @@ class SimApp:
             tokens = emb["tokens"]
             st["embedding_inputs"] += len(emb["texts"])
             work_tokens = tokens
+        elif rerank is not None:
+            tokens = work_tokens = rerank["tokens"]
         else:
             assert plan is not None
             tokens = plan.prompt_tokens + plan.completion_tokens
@@ -650,6 +664,8 @@ class SimApp:
 
         if emb is not None:
             body = self._embedding_body(emb)
+        elif rerank is not None:
+            body = self._rerank_body(rerank)
         elif flavor == "openai":
             assert plan is not None
             body = orjson.dumps(self._openai_completion(plan, rec["request_id"]))
@@ -665,6 +681,56 @@ class SimApp:
             _abort(request)
             return resp
         return web.Response(body=body, content_type=_JSON, headers=headers)
+
+    def _parse_rerank(self, body: dict[str, Any], model: Any) -> dict[str, Any]:
+        """A ``/rerank`` request: Cohere/Jina (``documents``, ``top_n``, ``return_documents``)
+        or TEI (``texts``, no model)."""
+        tei = "texts" in body and "documents" not in body
+        query = body.get("query")
+        if not isinstance(query, str) or not query:
+            raise BadRequest("'query' must be a non-empty string", param="query")
+        docs = body.get("texts" if tei else "documents")
+        if not isinstance(docs, list) or not docs:
+            raise BadRequest("'documents' must be a non-empty array", param="documents")
+        texts: list[str] = []
+        for i, d in enumerate(docs):
+            if isinstance(d, dict):  # Cohere v1 / Jina accept {"text": ...}
+                d = d.get("text")
+            if not isinstance(d, str):
+                raise BadRequest(f"'documents[{i}]' must be a string", param="documents")
+            texts.append(d)
+        if len(texts) > self.config.max_inputs:
+            raise BadRequest(f"{len(texts)} documents; at most {self.config.max_inputs} are "
+                             "allowed", param="documents")
+        if not tei and (not isinstance(model, str) or not model):
+            raise BadRequest("you must provide a model parameter", param="model")
+        top_n = body.get("top_n")
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)
+                                  or top_n < 1):
+            raise BadRequest("'top_n' must be a positive integer", param="top_n")
+        tokens = count_tokens(query) * len(texts) + sum(count_tokens(t) for t in texts)
+        return {"tei": tei, "query": query, "texts": texts, "top_n": top_n, "model": model,
+                "return_documents": bool(body.get("return_documents")), "tokens": tokens}
+
+    def _rerank_body(self, rr: dict[str, Any]) -> bytes:
+        """Scores from :func:`sim_rerank_scores`, best first (ties by index); Cohere/Jina shape
+        ``{"results": [{"index", "relevance_score"}], ...}`` or TEI's ``[{"index", "score"}]``."""
+        scores = sim_rerank_scores(rr["query"], rr["texts"])
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        if rr["top_n"] is not None:
+            order = order[: rr["top_n"]]
+        if rr["tei"]:
+            return orjson.dumps([{"index": i, "score": scores[i]} for i in order])
+        results: list[dict[str, Any]] = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+            if rr["return_documents"]:
+                item["document"] = {"text": rr["texts"][i]}
+            results.append(item)
+        return orjson.dumps({"id": f"rerank_{self._n_requests}", "model": rr["model"],
+                             "results": results,
+                             "usage": {"total_tokens": rr["tokens"]},
+                             "meta": {"billed_units": {"search_units": 1}}})
 
     def _embedding_body(self, emb: dict[str, Any]) -> bytes:
         frags = embedding_fragments(emb["model"], emb["texts"], emb["dim"], emb["fmt"])

@@ -294,8 +294,8 @@ def crash_table() -> str:
 # cells where one run cannot settle the comparison on a shared 2-core machine: (kind, input,
 # ours, peer)
 CONTESTED: list[tuple[str, str, str, str]] = [
-    ("character", "500 docs", "parallelrag", "graphbit"),
-    ("character", "pydoc 2MB", "parallelrag", "graphbit"),
+    *[("character", name, "parallelrag", "graphbit") for name in INPUTS],
+    ("recursive", "ascii 1MB", "parallelrag", "graphbit"),  # GraphBit aborts on the others
     ("character", "cjk 1MB", "parallelrag", "langchain"),
     ("markdown", "500 docs", "parallelrag", "langchain"),
     ("markdown", "pydoc 2MB", "parallelrag", "langchain"),

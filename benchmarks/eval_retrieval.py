@@ -18,15 +18,15 @@ the top 10), and query latency p50/p99 of ``Index.search`` (embedding the questi
 Indexes (``benchmarks/.cache/eval-<name>/``, reused across runs; ``--fresh`` rebuilds):
 
 * ``minilm-128``: all-MiniLM-L6-v2, the index's default splitter (128/16 model tokens), chunks
-  WITHOUT context (chunk_context patched to ``""``): the baseline of the context step;
-* ``minilm-128-ctx``: the same with the default chunk context (title + heading path): the
-  offline default;
+  without chunk context (``Index.open(chunk_context=False)``): the offline default;
+* ``minilm-128-ctx``: the same with chunk context (``chunk_context=True``: title + heading
+  path), the context step;
 * ``wordllama``: wordllama 256-d static vectors, default splitter, all 530 pages (opt-in).
 
 The MiniLM indexes hold the subset: every expected page plus 100 pages drawn with a fixed seed
 from the whole corpus (MiniLM embeds ~10-30 chunks/s on two busy cores).
 
-Extra stages (each on the ``--stage-config`` index, default ``minilm-128-ctx``):
+Extra stages (each on the ``--stage-config`` index, default ``minilm-128``):
 
 * ``--tune``: the fusion grid (method, weights, RRF constant, candidate depth) evaluated from
   the vector and keyword candidate lists, with 2-fold cross-validation (tune on half the
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import glob
 import itertools
 import json
@@ -60,7 +59,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,29 +208,13 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
     Config("minilm-128", "minilm", True, False,
            "MiniLM-L6, 128/16 tokens, no chunk context, subset"),
     Config("minilm-128-ctx", "minilm", True, True,
-           "MiniLM-L6, 128/16 tokens, title + heading path context (default), subset"),
+           "MiniLM-L6, 128/16 tokens, title + heading path context, subset"),
     Config("wordllama-noctx", "wordllama", False, False,
            "wordllama 256-d, 1500/150 chars, no chunk context, all pages"),
     Config("wordllama", "wordllama", False, True,
            "wordllama 256-d, 1500/150 chars, context, all pages"),
 )}
 DEFAULT_CONFIGS = ("minilm-128", "minilm-128-ctx")
-
-
-@contextlib.contextmanager
-def no_context(enabled: bool) -> Iterator[None]:
-    """Ingest with chunk_context returning "" (the baseline of the context step)."""
-    from parallelrag.pipeline import context as ctxmod
-
-    if not enabled:
-        yield
-        return
-    saved = ctxmod.chunk_context
-    ctxmod.chunk_context = lambda doc, chunk: ""
-    try:
-        yield
-    finally:
-        ctxmod.chunk_context = saved
 
 
 @dataclass
@@ -248,7 +231,7 @@ def open_index(cfg: Config, root: Path, pages: Sequence[str], fresh: bool) -> tu
     if fresh and path.exists():
         shutil.rmtree(path)
     was_new = not path.exists()
-    index = Index.open(path, embedder=cfg.embedder)
+    index = Index.open(path, embedder=cfg.embedder, chunk_context=cfg.context)
     last = [0.0]
 
     def progress(p: IngestProgress) -> None:  # a line every 15 s on long (minilm) builds
@@ -263,8 +246,7 @@ def open_index(cfg: Config, root: Path, pages: Sequence[str], fresh: bool) -> tu
     index.embedder.cache = cache
     t0 = time.perf_counter()
     try:
-        with no_context(not cfg.context):
-            report = index.ingest([root / p for p in pages], progress=progress, prune=False)
+        report = index.ingest([root / p for p in pages], progress=progress, prune=False)
     finally:
         # Queries must pay for their embedding: the cache would answer repeated questions.
         index.embedder.cache = None
@@ -616,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete and rebuild the indexes")
     ap.add_argument("--check", action="store_true", help="only verify the question files")
     ap.add_argument("--misses", action="store_true", help="list questions missed at 5")
-    ap.add_argument("--stage-config", default="minilm-128-ctx")
+    ap.add_argument("--stage-config", default="minilm-128")
     ap.add_argument("--stages", default=",".join(STAGES),
                     help=f"extra stages on --stage-config, from {', '.join(STAGES)} ('' for none)")
     ap.add_argument("--rerank", default="sim,llm",

@@ -66,8 +66,10 @@ def test_ray_engine_matches_local_engine_and_is_incremental(ray_cluster: Any,
                                                             tmp_path: Path) -> None:
     corpus = make_corpus(tmp_path)
     emb = EmbeddingClient.local("wordllama")
-    local = Index.open(tmp_path / "local", embedder=emb)
-    on_ray = Index.open(tmp_path / "ray", embedder=EmbeddingClient.local("wordllama"))
+    # chunk context on: the title > heading path of each chunk must match too
+    local = Index.open(tmp_path / "local", embedder=emb, chunk_context=True)
+    on_ray = Index.open(tmp_path / "ray", embedder=EmbeddingClient.local("wordllama"),
+                        chunk_context=True)
     rl = local.ingest([corpus])
     seen: list[Any] = []
     rr = on_ray.ingest([corpus], engine="ray", progress=seen.append,
@@ -79,6 +81,7 @@ def test_ray_engine_matches_local_engine_and_is_incremental(ray_cluster: Any,
     assert sorted(p for p, _ in rr.skipped) == sorted(p for p, _ in rl.skipped)
     assert rr.embedded == rl.embedded == rl.chunks
     assert_same(dump(local), dump(on_ray))
+    assert any(c[4] for _, chunks, _ in dump(on_ray).values() for c in chunks)  # contexts set
     assert seen and seen[-1].documents_done == rr.documents
 
     # a second run does only what changed: nothing, then one edit, one deletion (pruned)

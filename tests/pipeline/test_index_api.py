@@ -115,7 +115,10 @@ async def test_async_answers_and_streams(index: Index, sim: SimServer) -> None:
     assert [h.source for h in await index.asearch("red", k=5, where={"kind": "drink"})] == []
 
 
-def test_chunk_context_is_embedded_indexed_and_returned(index: Index) -> None:
+def test_chunk_context_is_embedded_indexed_and_returned(tmp_path: Path,
+                                                         wordllama: EmbeddingClient) -> None:
+    index = Index.open(tmp_path / "ctx", embedder=wordllama, chunk_context=True)
+    index.ingest(DOCS)
     hit = index.search("Foxes", k=1, mode="keyword")[0]  # the title is only in the context
     assert hit.source == "fox" and "Foxes" not in hit.text and hit.context == "Foxes"
     chunk_like = type("C", (), {"context": hit.context, "text": hit.text})()

@@ -265,8 +265,11 @@ import sys
 from parallelrag import EmbeddingClient
 from parallelrag.pipeline import Index
 index = Index.open(sys.argv[1], embedder=EmbeddingClient.local("wordllama"))
-def docs():
+import time
+def docs():  # a slow source (an API, a database cursor): the kills land mid-run on any machine
     for i in range(int(sys.argv[2])):
+        if i % 100 == 0:
+            time.sleep(0.25)
         yield (f"record {i} " + f"word{i} and more words " * 60, {"id": f"r{i}", "n": i})
 r = index.ingest(docs())
 print(r.added, r.unchanged, flush=True)

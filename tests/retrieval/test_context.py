@@ -8,6 +8,7 @@ import pytest
 
 from parallelrag.documents import Chunk, Document
 from parallelrag.embeddings import EmbeddingClient
+from parallelrag.errors import ConfigError
 from parallelrag.loaders import load_file
 from parallelrag.pipeline import Index
 from parallelrag.pipeline.context import (
@@ -91,7 +92,14 @@ def test_index_stores_context_and_keyword_search_finds_a_chunk_by_its_heading(
     body = " ".join(f"Plain sentence number {i} about nothing in particular." for i in range(60))
     (corpus / "guide.md").write_text(f"# Zanzibar handbook\n\n## Quokka maintenance\n\n{body}\n")
     (corpus / "other.md").write_text(f"# Other\n\n{body}\n")
-    with Index.open(tmp_path / "idx", embedder=wordllama) as index:
+    with Index.open(tmp_path / "plain", embedder=wordllama) as plain:  # the default: off
+        plain.ingest([corpus])
+        assert all(h.context == "" for h in plain.search("plain sentence", k=5))
+        assert all("quokka" in h.text.lower()
+                   for h in plain.search("quokka", k=50, mode="keyword"))
+    with pytest.raises(ConfigError, match="chunk_context"):
+        Index.open(tmp_path / "plain", embedder=wordllama, chunk_context=True)
+    with Index.open(tmp_path / "idx", embedder=wordllama, chunk_context=True) as index:
         index.ingest([corpus])
         hits = index.search("quokka", k=50, mode="keyword")
         assert hits, "the heading word is keyword-indexed with every chunk under it"

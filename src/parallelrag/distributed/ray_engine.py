@@ -197,7 +197,7 @@ class _Prepared:
     fresh: int = 0  # vectors computed by the embedder (not reused from the store)
 
 
-def _prepare_file(path: str, *, splitter: Any, sig: str, root: str | None,
+def _prepare_file(path: str, *, splitter: Any, context: bool, sig: str, root: str | None,
                   existing: dict[str, str], by_owner: dict[str, list[str]], rebuild: bool,
                   text_field: str | None, max_bytes: int | None) -> _Prepared:
     """Load, hash and split one file exactly as the local engine does (same keys, chunks,
@@ -220,7 +220,7 @@ def _prepare_file(path: str, *, splitter: Any, sig: str, root: str | None,
     prepared = _Prepared(file=key, content_hash=h, stale=[s for s in old if s not in fresh],
                          replacements=res.replacements)
     try:
-        prepared.docs = chunk_documents(splitter, key, res.documents, path)
+        prepared.docs = chunk_documents(splitter, key, res.documents, path, context)
     except Exception as exc:
         prepared.failed = f"split failed: {exc}"
     return prepared
@@ -393,7 +393,8 @@ def ray_ingest(
             continue
         seen[key] = given
         files.append(given)
-    state = {"splitter": index.splitter, "sig": index._sig, "root": root,
+    state = {"splitter": index.splitter, "context": index.chunk_context, "sig": index._sig,
+             "root": root,
              "existing": existing, "by_owner": by_owner, "rebuild": rebuild,
              "text_field": text_field, "max_bytes": max_bytes}
     n_actors = _num_actors(ray, opts)

@@ -234,25 +234,30 @@ def _scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
 
 
-def split_documents(splitter: Any, documents: Sequence[Document]) -> list[list[Chunk]]:
-    """Split documents (one ``split_many`` call) and set each chunk's ``context``."""
+def split_documents(splitter: Any, documents: Sequence[Document],
+                    context: bool = False) -> list[list[Chunk]]:
+    """Split documents (one ``split_many`` call); with ``context``, set each chunk's
+    ``context`` (title > heading path, :func:`~parallelrag.pipeline.context.chunk_context`)."""
     from .context import chunk_context
 
     out: list[list[Chunk]] = splitter.split_many([d.text for d in documents],
                                                  metadatas=[dict(d.metadata) for d in documents])
-    for d, chunks in zip(documents, out, strict=True):
-        for c in chunks:
-            c.context = chunk_context(d, c)
+    if context:
+        for d, chunks in zip(documents, out, strict=True):
+            for c in chunks:
+                c.context = chunk_context(d, c)
     return out
 
 
 def chunk_documents(splitter: Any, key: str, documents: Sequence[Document],
-                    given: str | None = None) -> list[tuple[str, list[Chunk], dict[str, Any]]]:
+                    given: str | None = None, context: bool = False,
+                    ) -> list[tuple[str, list[Chunk], dict[str, Any]]]:
     """A loaded file's documents ready to embed, exactly as :meth:`Index.ingest` makes them:
-    ``(store key, chunks with context, metadata)`` per document (see :func:`file_documents`)."""
+    ``(store key, chunks (with context when asked), metadata)`` per document (see
+    :func:`file_documents`)."""
     docs = file_documents(key, documents, given)
     return [(d.source, chunks, _scalar_metadata(d.metadata))
-            for d, chunks in zip(docs, split_documents(splitter, docs), strict=True)]
+            for d, chunks in zip(docs, split_documents(splitter, docs, context), strict=True)]
 
 
 async def embed_texts(
@@ -337,7 +342,7 @@ class Index:
     def __init__(self, path: Path | None, store: VectorStore, embedder: EmbeddingClient,
                  splitter: Any, *, root: Path | None = None, reuse_vectors: bool = True,
                  prompt: str | None = None, system: str | None = None,
-                 location: str | None = None) -> None:
+                 location: str | None = None, chunk_context: bool = False) -> None:
         self.path = path
         self.store = store
         self.embedder = embedder
@@ -348,7 +353,10 @@ class Index:
         self.system = system
         self.location = location or (str(path) if path is not None else repr(store))
         self._reuse = reuse_vectors
-        self._sig = hashlib.sha256(_splitter_signature(splitter).encode()).hexdigest()[:16]
+        #: embed and keyword-index each chunk with its document title and heading path
+        self.chunk_context = chunk_context
+        sig = _splitter_signature(splitter) + (";context" if chunk_context else "")
+        self._sig = hashlib.sha256(sig.encode()).hexdigest()[:16]
         self._ingest_lock = threading.Lock()
         # store writes run on one thread of their own: SQLite's and FTS5's allocations then
         # stay in one malloc arena instead of spreading over the runtime's worker pool (which
@@ -370,6 +378,7 @@ class Index:
         root: str | os.PathLike[str] | None = None,
         prompt: str | None = None,
         system: str | None = None,
+        chunk_context: bool | None = None,
     ) -> Index:
         """Create or open the index at ``path_or_url``.
 
@@ -390,14 +399,20 @@ class Index:
         unchanged chunk texts. ``root``: the directory file keys are relative to (default: the
         index directory's parent; absolute keys for URL and custom stores). ``prompt`` /
         ``system``: default answer prompt template and system prompt (see :meth:`answer`).
+        ``chunk_context``: embed and keyword-index each chunk with its document's title and
+        heading path (default: the saved setting, else off: on the project's retrieval
+        evaluation it lowered MiniLM's recall; see docs/retrieval-eval.md); a change needs
+        ``rebuild``, like a splitter setting.
         """
         if store is not None:
             return cls._open_with_store(store, path_or_url, embedder, splitter, rebuild=rebuild,
-                                        cache=cache, root=root, prompt=prompt, system=system)
+                                        cache=cache, root=root, prompt=prompt, system=system,
+                                        chunk_context=chunk_context)
         if isinstance(path_or_url, str) and path_or_url.startswith(("postgresql://",
                                                                     "postgres://")):
             return cls._open_url(path_or_url, embedder, splitter, create=create, rebuild=rebuild,
-                                 cache=cache, root=root, prompt=prompt, system=system)
+                                 cache=cache, root=root, prompt=prompt, system=system,
+                                 chunk_context=chunk_context)
         p = Path(path_or_url)
         exists = (p / "store.sqlite").exists() or (p / "index.json").exists()
         if not exists and not create:
@@ -415,7 +430,8 @@ class Index:
             chosen = cls._splitter(splitter, saved, client, rebuild)
             base = Path(root) if root is not None else p.absolute().parent
             index = cls(p, st, client, chosen, root=Path(os.path.realpath(base)),
-                        reuse_vectors=cache, prompt=prompt, system=system)
+                        reuse_vectors=cache, prompt=prompt, system=system,
+                        chunk_context=cls._context(chunk_context, saved, rebuild))
             index._save_config(saved)
         except BaseException:
             st.close()
@@ -426,7 +442,7 @@ class Index:
     def _open_url(cls, url: str, embedder: EmbeddingClient | str | None, splitter: Any, *,
                   create: bool, rebuild: bool, cache: bool,
                   root: str | os.PathLike[str] | None, prompt: str | None,
-                  system: str | None) -> Index:
+                  system: str | None, chunk_context: bool | None) -> Index:
         from ..store import postgres
 
         pg = postgres.PostgresStore
@@ -451,7 +467,8 @@ class Index:
             index = cls(None, st, client, chosen,
                         root=Path(os.path.realpath(root)) if root is not None else None,
                         reuse_vectors=cache, prompt=prompt, system=system,
-                        location=url.split("@")[-1])
+                        location=url.split("@")[-1],
+                        chunk_context=cls._context(chunk_context, saved, rebuild))
             index._save_config(saved)
         except BaseException:
             st.close()
@@ -462,7 +479,8 @@ class Index:
     def _open_with_store(cls, store: VectorStore, label: str | os.PathLike[str],
                          embedder: EmbeddingClient | str | None, splitter: Any, *,
                          rebuild: bool, cache: bool, root: str | os.PathLike[str] | None,
-                         prompt: str | None, system: str | None) -> Index:
+                         prompt: str | None, system: str | None,
+                         chunk_context: bool | None) -> Index:
         if not isinstance(store, VectorStore):
             raise ConfigError(f"store= must implement VectorStore, got {type(store).__name__}")
         saved = store.load_config()
@@ -477,9 +495,25 @@ class Index:
         index = cls(None, store, client, chosen,
                     root=Path(os.path.realpath(root)) if root is not None else None,
                     reuse_vectors=cache, prompt=prompt, system=system,
-                    location=str(label) if label != DEFAULT_INDEX_DIR else None)
+                    location=str(label) if label != DEFAULT_INDEX_DIR else None,
+                    chunk_context=cls._context(chunk_context, saved, rebuild))
         index._save_config(saved)
         return index
+
+    @staticmethod
+    def _context(given: bool | None, saved: Mapping[str, Any] | None, rebuild: bool) -> bool:
+        """The chunk-context setting: as given (a change from the saved one needs a rebuild),
+        else the saved one, else off."""
+        # an index saved before this setting existed has no say (None)
+        was = bool(saved["chunk_context"]) if saved and "chunk_context" in saved else None
+        if given is None:
+            return bool(was)
+        if was is not None and bool(given) != was and not rebuild:
+            raise ConfigError(
+                f"the index was built with chunk_context={was}: open it without chunk_context= "
+                "to use the saved setting, or pass rebuild=True (CLI: --rechunk) to re-embed"
+            )
+        return bool(given)
 
     @staticmethod
     def _embedder(embedder: EmbeddingClient | str | None, saved: Mapping[str, Any] | None,
@@ -523,6 +557,7 @@ class Index:
             "model_id": f"{self.embedder.provider}:{self.embedder.model}",
             "dimension": self.embedder.dimension,
             "splitter": splitter_config(self.splitter),
+            "chunk_context": self.chunk_context,
         }
 
     def _save_config(self, saved: Mapping[str, Any] | None) -> None:
@@ -900,7 +935,8 @@ class Index:
                 t = time.perf_counter()
                 try:
                     chunked: list[list[Chunk]] | None = await rt.to_thread(
-                        split_documents, self.splitter, [d for _, _, d, _ in docs])
+                        split_documents, self.splitter, [d for _, _, d, _ in docs],
+                        self.chunk_context)
                 except Exception as exc:
                     for owner, _, _, _ in batch:
                         report.failed.append((owner, f"split failed: {exc}"))

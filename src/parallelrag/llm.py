@@ -1139,7 +1139,11 @@ class _StreamBase:
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    return exc.inner if isinstance(exc, _NoRetry) else exc
+    """The error to raise for a failed stream step: the wrapped one, keeping its own
+    ``__cause__`` (a timeout behind a cut stream) but not the wrapper as context."""
+    inner = exc.inner if isinstance(exc, _NoRetry) else exc
+    inner.__suppress_context__ = True
+    return inner
 
 
 class LlmStream(_StreamBase, Iterator[str]):
@@ -1157,7 +1161,7 @@ class LlmStream(_StreamBase, Iterator[str]):
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._closed = True
-            raise _unwrap(exc) from None
+            raise _unwrap(exc)  # noqa: B904 (its own __cause__ is kept, context suppressed)
         if item is None:
             self._closed = True
             raise StopIteration
@@ -1199,7 +1203,7 @@ class AsyncLlmStream(_StreamBase, AsyncIterator[str]):
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._closed = True
-            raise _unwrap(exc) from None
+            raise _unwrap(exc)  # noqa: B904 (its own __cause__ is kept, context suppressed)
         if item is None:
             self._closed = True
             raise StopAsyncIteration

@@ -230,7 +230,7 @@ def test_spec_keeps_every_option(make_sim: Callable[..., SimServer]) -> None:
 @pytest.mark.parametrize("cls", [EmbeddingClient, LlmClient])
 def test_every_public_sync_method_has_an_async_twin(cls: type) -> None:
     not_io = {"stats", "settings", "as_langchain", "as_llamaindex", "from_url", "from_function",
-              "openai", "azure", "local", "anthropic", "remote_kwargs", "identity_of"}
+              "openai", "azure", "local", "anthropic", "remote_kwargs", "identity_of", "assume_dimension"}
     missing = []
     checked = 0
     for name, member in inspect.getmembers(cls):

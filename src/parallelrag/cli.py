@@ -59,9 +59,9 @@ Environment:
   AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION  for azure:// specs
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY  proxies for provider requests
 \b
-Scores: hybrid search (the default) ranks by reciprocal rank fusion,
-score = sum of 1/(60 + rank) over the vector and keyword rankings: about
-0.016-0.033, higher is better, comparable only within one result list.
+Scores: hybrid search (the default) ranks by a fused score: the vector and
+keyword (BM25) scores as z-scores within their candidate lists, weighted
+0.8 / 0.2; higher is better, comparable only within one result list.
 --mode vector gives cosine similarity, --mode keyword BM25."""
 
 
@@ -144,7 +144,7 @@ def _k_option(f: F) -> F:
 def _mode_option(f: F) -> F:
     return click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]),
                         default="hybrid",
-                        help="hybrid: RRF of vector and BM25 rankings; vector: cosine; "
+                        help="hybrid: vector and BM25 scores fused; vector: cosine; "
                              "keyword: BM25")(f)
 
 
@@ -454,7 +454,7 @@ def ingest(paths: tuple[str, ...], index_dir: str, embed: str | None, base_url: 
 
 
 # --------------------------------------------------------------------------- search / query
-@main.command(epilog="Score: see `parallelrag --help` (hybrid = reciprocal rank fusion).")
+@main.command(epilog="Score: see `parallelrag --help` (hybrid = fused vector and BM25 scores).")
 @click.argument("question")
 @_index_option
 @_k_option

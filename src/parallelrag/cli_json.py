@@ -6,13 +6,13 @@ Every JSON document has ``command``, ``index`` (the index folder), ``ok`` and ``
 * a **hit** (``search`` → ``hits``; ``query`` → ``hits``)::
 
     {"rank": 1, "chunk_id": 12, "source": "docs/a.md", "start": 0, "end": 812,
-     "score": 0.0328, "score_kind": "rrf" | "cosine" | "bm25",
+     "score": 1.26, "score_kind": "fused" | "cosine" | "bm25",
      "vector_score": 0.71 | null, "keyword_score": 7.2 | null,
      "text": "...", "metadata": {...}}
 
-  ``score`` ranks hits within one list: ``rrf`` (hybrid) is Σ 1/(60 + rank) over the vector
-  and keyword rankings (about 0.016-0.033), ``cosine`` is the vector similarity, ``bm25`` the
-  keyword score. ``start``/``end`` are character offsets into the source document.
+  ``score`` ranks hits within one list: ``fused`` (hybrid) combines the vector and keyword
+  scores (:data:`parallelrag.store.fusion.DEFAULT_FUSION`: z-scores weighted 0.8 / 0.2),
+  ``cosine`` is the vector similarity, ``bm25`` the keyword score. ``start``/``end`` are character offsets into the source document.
 * a **citation** (``query`` → ``citations``): ``{"number", "chunk_id", "source", "start",
   "end"}``; ``number`` is the ``rank`` of the hit it cites.
 * **search**: ``query``, ``mode``, ``k``, ``where``, ``hits``.
@@ -53,9 +53,9 @@ __all__ = [
     "stats_lines",
 ]
 
-SCORE_KINDS = {"hybrid": "rrf", "vector": "cosine", "keyword": "bm25"}
+SCORE_KINDS = {"hybrid": "fused", "vector": "cosine", "keyword": "bm25"}
 _SCORE_WORDS = {
-    "rrf": "reciprocal rank fusion, sum of 1/(60+rank) over the vector and keyword rankings",
+    "fused": "fused score: vector and keyword (BM25) scores as z-scores, weighted 0.8 / 0.2",
     "cosine": "cosine similarity",
     "bm25": "BM25",
 }

@@ -35,7 +35,7 @@ def test_piped_search_is_not_wrapped(built: Path, cli: Callable[..., Run]) -> No
     run = cli("search", "brackets intact eighty columns", "--index", "idx", "-k", "4")
     assert run.code == 0
     assert any(line.strip() == LONG_LINE for line in run.stdout.splitlines()), run.stdout
-    assert "reciprocal rank fusion" in run.stdout.splitlines()[0]
+    assert "fused score" in run.stdout.splitlines()[0]
 
 
 def test_search_json_schema(built: Path, cli: Callable[..., Run]) -> None:
@@ -50,8 +50,8 @@ def test_search_json_schema(built: Path, cli: Callable[..., Run]) -> None:
     assert [h["rank"] for h in doc["hits"]] == [1, 2, 3]
     for h in doc["hits"]:
         assert set(h) == HIT_KEYS
-        assert h["score_kind"] == "rrf"
-        assert 0 < h["score"] <= 2 / 61  # RRF over two lists, k=60
+        assert h["score_kind"] == "fused"
+        assert h["vector_score"] is not None or h["keyword_score"] is not None
     assert doc["hits"][0]["source"] == "docs/beta.txt"
     scores = [h["score"] for h in doc["hits"]]
     assert scores == sorted(scores, reverse=True)
@@ -178,7 +178,7 @@ def test_every_option_has_help_and_shows_defaults_and_env(cli: Callable[..., Run
     assert missing == []
     top = cli("--help").stdout
     for var in ("PARALLELRAG_INDEX", "PARALLELRAG_LLM", "PARALLELRAG_EMBED", "OPENAI_API_KEY",
-                "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "Exit codes", "reciprocal rank fusion"):
+                "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "Exit codes", "fused score"):
         assert var in top, var
     ingest = " ".join(cli("ingest", "--help").stdout.split())
     assert "env var: PARALLELRAG_INDEX" in ingest

@@ -111,7 +111,10 @@ def warm_up() -> None:
         if _warming:
             return
         _warming = True
-    threading.Thread(target=_cl100k_length, name="parallelrag-cl100k-load", daemon=True).start()
+    # not a daemon: interpreter exit waits for the load (a second or two at most) instead of
+    # stopping the thread inside the native tokenizer, which aborts the process ("FATAL:
+    # exception not rethrown") when a short program exits while it loads
+    threading.Thread(target=_cl100k_length, name="parallelrag-cl100k-load").start()
 
 
 def _after_fork_in_child() -> None:

@@ -50,6 +50,10 @@ bench: install bench-env
 	.bench-venv/bin/python benchmarks/splitters.py
 	.bench-venv/bin/python benchmarks/pipeline.py
 	.bench-venv/bin/python benchmarks/workflow.py
+	.bench-venv/bin/python benchmarks/gil_ticker.py
+	$(BIN)/python benchmarks/index_size.py
+	$(BIN)/python benchmarks/store_pg.py --sizes 100000
+	.ci/netns $(BIN)/python benchmarks/ray_scaling.py
 	$(BIN)/python benchmarks/eval_retrieval.py
 
 clean:

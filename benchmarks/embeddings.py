@@ -273,7 +273,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", type=int, default=[1, 2, 3, 4])
     ap.add_argument("--texts", type=int, default=100_000, help="scenario 2 size")
-    ap.add_argument("--write", default="docs/benchmarks-embeddings.md")
+    ap.add_argument("--write", default="",
+                    help="also write the tables to this Markdown file (docs/ pages are curated)")
     args = ap.parse_args()
     out(f"peers: {peers.peer_versions()}")
     if 1 in args.only:

@@ -84,8 +84,11 @@ def main() -> None:
                 t2, c2 = run(engine, make, large, root, f"{engine}-l-{n}")
                 # fixed cost (start, model load, actor start) and the marginal rate from two
                 # corpus sizes: t = fixed + chunks / rate
-                rate = (c2 - c1) / max(t2 - t1, 1e-9)
-                fixed = max(0.0, t1 - c1 / rate)
+                if t2 > t1 * 1.05:
+                    rate = (c2 - c1) / (t2 - t1)
+                    fixed = max(0.0, t1 - c1 / rate)
+                else:  # too short to separate from the noise: the plain rate, no fixed part
+                    rate, fixed = c2 / t2, 0.0
                 cells.append((t1, t2, c1, c2, rate, fixed))
             (lt1, lt2, c1, c2, lrate, lfixed), (rt1, rt2, _, _, rrate, rfixed) = cells
             per_actor[label] = rrate

@@ -276,7 +276,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--frameworks", default="parallelrag,graphbit,langgraph")
     ap.add_argument("--scenarios", default="simple,sequential,parallel,complex")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-workflow.md"))
+    ap.add_argument("--out", default="",
+                    help="also write the tables to this Markdown file (docs/ pages are curated)")
     ap.add_argument("--no-287", action="store_true")
     args = ap.parse_args()
 
@@ -310,8 +311,9 @@ def main() -> None:
         sim.stop()
 
     md = _markdown(results, crash, args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
     print()
     print(md)
 

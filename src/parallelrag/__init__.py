@@ -21,9 +21,11 @@ from .errors import (
     ProviderTimeoutError,
     RateLimitError,
     ResponseError,
+    RuntimeShutdownError,
     RuntimeUsageError,
     ServerError,
     StoreError,
+    TLSVerificationError,
     WorkflowError,
 )
 
@@ -72,9 +74,11 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "ResponseError",
+    "RuntimeShutdownError",
     "RuntimeUsageError",
     "ServerError",
     "StoreError",
+    "TLSVerificationError",
     "WorkflowError",
     "__version__",
     *_LAZY,

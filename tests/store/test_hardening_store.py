@@ -106,7 +106,9 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     try:
         yield d
     finally:
-        subprocess.run(["umount", str(d)], capture_output=True)
+        # lazily: a store object the test could not close (or a mapping) keeps it busy, and a
+        # mount must never outlive the test run
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def _make_read_only(d: Path) -> None:
@@ -126,9 +128,14 @@ def test_read_only_directory(read_only_dir: Path) -> None:
     s.replace_document("a", "1", make_chunks(["hello world"]), _vec(0, 0)[None, :])
     s.close()
     _make_read_only(read_only_dir)
-    with pytest.raises(StoreError):
-        w = EmbeddedStore.open(path, dimension=DIM, model_id="m")
-        w.replace_document("b", "1", make_chunks(["x"]), _vec(1, 0)[None, :])
+    w = None
+    try:
+        with pytest.raises(StoreError):
+            w = EmbeddedStore.open(path, dimension=DIM, model_id="m")
+            w.replace_document("b", "1", make_chunks(["x"]), _vec(1, 0)[None, :])
+    finally:
+        if w is not None:
+            w.close()
     r = EmbeddedStore.open(path, dimension=DIM, model_id="m", read_only=True)
     try:
         assert [h.source for h in r.search_vector(_vec(0, 0), k=1)] == ["a"]

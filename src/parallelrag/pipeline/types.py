@@ -46,7 +46,8 @@ class IngestReport:
 
 @dataclass
 class IngestProgress:
-    """Progress of an ingest, passed to the ``progress`` callback (from the runtime thread)."""
+    """Progress of an ingest, passed to the ``progress`` callback (in order, on a worker thread:
+    the callback may call any sync parallelrag API)."""
 
     files_seen: int
     documents_done: int

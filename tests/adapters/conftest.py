@@ -20,8 +20,9 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def sim_index(sim: SimServer, corpus: Path, tmp_path: Path) -> Iterator[Index]:
-    """An index over the three fact files, embedded by the sim (keyword and hybrid search find
-    the right file; the sim's vectors carry no meaning)."""
+    """An index over the three fact files, embedded by the sim. The sim's vectors carry no
+    meaning, so tests that need the right file search by keyword (hybrid search weighs the
+    vectors 0.8)."""
     index = Index.open(tmp_path / "index", embedder=embed_client(sim))
     report = index.ingest([corpus])
     assert report.ok and report.chunks >= 3, report

@@ -74,7 +74,7 @@ def _format(docs: list[Document]) -> str:
 
 
 def test_lcel_chain_with_retriever_and_chat_model(sim: SimServer, sim_index: Index) -> None:
-    retriever = sim_index.as_langchain_retriever(k=1)
+    retriever = sim_index.as_langchain_retriever(k=1, mode="keyword")
     assert isinstance(retriever, BaseRetriever) and isinstance(retriever, ParallelRagRetriever)
     chat = llm_client(sim).as_langchain()
     assert isinstance(chat, BaseChatModel) and isinstance(chat, ParallelRagChatModel)

@@ -208,7 +208,8 @@ def test_retriever_over_index_search(sim: SimServer, sim_index: Index) -> None:
     assert FACTS["lighthouse"] in agot[0].node.get_content()
     # in a LlamaIndex query engine, with the LLM adapter
     engine = RetrieverQueryEngine.from_args(
-        ParallelRagRetriever(sim_index, k=1), llm=ParallelRagLLM(client=llm_client(sim)),
+        ParallelRagRetriever(sim_index, k=1, mode="keyword"),
+        llm=ParallelRagLLM(client=llm_client(sim)),
         text_qa_template=ECHO_QA,
     )
     assert FACTS["volcano"] in str(engine.query("When did Mount Quillibrand erupt?"))

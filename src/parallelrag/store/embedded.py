@@ -66,6 +66,15 @@ import orjson
 from parallelrag.documents import Chunk
 from parallelrag.errors import ConfigError, StoreError
 
+from ._common import (
+    apply_fused,
+    check_manifest,
+    document_record,
+    fetch_document_row,
+    filter_items,
+    unpack_item,
+)
+from ._common import loads_metadata as _loads
 from .base import DocumentItem, DocumentRecord, Filter, Hit, embed_text, text_key
 from .vectors import DEFAULT_ANN_THRESHOLD, VectorIndex, _RowFile
 
@@ -216,13 +225,6 @@ def _dumps(obj: Mapping[str, Any]) -> str:
         raise ConfigError(f"metadata is not JSON-serialisable: {e}") from e
 
 
-def _loads(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    value = orjson.loads(text)
-    return value if isinstance(value, dict) else {}
-
-
 def _glob(pattern: str, value: str) -> int:
     return 1 if fnmatch.fnmatchcase(value, pattern) else 0
 
@@ -247,12 +249,8 @@ class _Where:
     def __init__(self, where: Filter | None) -> None:
         clauses: list[str] = []
         params: list[Any] = []
-        for key, value in (where or {}).items():
-            if not isinstance(key, str):
-                raise ConfigError(f"filter keys must be strings, got {key!r}")
+        for key, value in filter_items(where):
             if key == "source":
-                if not isinstance(value, str):
-                    raise ConfigError("filter 'source' must be a glob string")
                 # via the documents table: a glob over documents, then the chunks_source index
                 clauses.append("c.source IN (SELECT source FROM documents WHERE pr_glob(?, source))")
                 params.append(value)
@@ -641,18 +639,15 @@ class EmbeddedStore:
                 ],
             )
             return
-        version = int(rows.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store schema version {version} is newer than this parallelrag supports ({SCHEMA_VERSION})"
-            )
-        rec_model, rec_dim = rows.get("model_id"), int(rows.get("dimension", "0"))
-        if rec_model != self._model_id or rec_dim != self._dimension:
-            raise ConfigError(
-                f"store at {self._path} was built with model {rec_model!r} (dimension {rec_dim}), "
-                f"but model {self._model_id!r} (dimension {self._dimension}) was requested; "
-                "use the same embedder or a new index directory"
-            )
+        check_manifest(
+            rows,
+            schema_version=SCHEMA_VERSION,
+            model_id=self._model_id,
+            dimension=self._dimension,
+            kind="store",
+            subject=f"store at {self._path}",
+            remedy="a new index directory",
+        )
 
     # ------------------------------------------------------- vector syncing
     @staticmethod
@@ -821,13 +816,7 @@ class EmbeddedStore:
     # ----------------------------------------------------------- documents
     @staticmethod
     def _record(row: tuple[Any, ...]) -> DocumentRecord:
-        return DocumentRecord(
-            source=row[0],
-            content_hash=row[1],
-            n_chunks=int(row[2]),
-            metadata=_loads(row[3]),
-            updated_at=float(row[4]),
-        )
+        return document_record(row)
 
     def get_document(self, source: str) -> DocumentRecord | None:
         row = self._reader().execute(
@@ -856,25 +845,7 @@ class EmbeddedStore:
         self.replace_documents([(source, content_hash, chunks, vectors, metadata)])
 
     def _prepare(self, item: DocumentItem) -> tuple[str, str, str, int, list[tuple[Any, ...]], F32]:
-        try:
-            source, content_hash, chunks, vectors, metadata = item
-        except (TypeError, ValueError) as e:
-            raise ConfigError(
-                "replace_documents items are (source, content_hash, chunks, vectors, metadata)"
-            ) from e
-        if not isinstance(source, str) or not source:
-            raise ConfigError(f"source must be a non-empty string, got {source!r}")
-        if not isinstance(content_hash, str):
-            raise ConfigError(f"{source}: content_hash must be a string")
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if len(chunks) == 0 and vecs.size == 0:
-            vecs = vecs.reshape(0, self._dimension)
-        if vecs.ndim != 2 or vecs.shape != (len(chunks), self._dimension):
-            raise ConfigError(
-                f"{source}: vectors have shape {vecs.shape}, expected ({len(chunks)}, {self._dimension})"
-            )
-        if not bool(np.isfinite(vecs).all()):
-            raise ConfigError(f"{source}: vectors contain NaN or infinity")
+        source, content_hash, chunks, vecs, metadata = unpack_item(item, self._dimension)
         vecs = np.ascontiguousarray(vecs)
         doc_meta = dict(metadata or {})
         doc_meta_json = _dumps(doc_meta)
@@ -1051,11 +1022,7 @@ class EmbeddedStore:
             if self._layout == "file":
                 self._refresh(conn)
             for src in wanted:
-                d = conn.execute(
-                    "SELECT source, content_hash, n_chunks, metadata, updated_at FROM documents "
-                    "WHERE source = ?",
-                    (src,),
-                ).fetchone()
+                d = fetch_document_row(conn, src)
                 if d is None:
                     continue
                 rows = conn.execute(
@@ -1386,14 +1353,7 @@ class EmbeddedStore:
         vec = [c for c in vec if c[0] in present]
         from .fusion import fuse
 
-        hits = []
-        for f in fuse(vec, kw, k, rrf_k=rrf_k):
-            hit = present[f.id]
-            hit.score = f.score
-            hit.vector_score = f.vector_score
-            hit.keyword_score = f.keyword_score
-            hits.append(hit)
-        return hits
+        return apply_fused(fuse(vec, kw, k, rrf_k=rrf_k), present)
 
     def get_chunks(self, ids: Iterable[int]) -> list[Hit]:
         """The chunks with these ids, in the order given; unknown ids are skipped."""

@@ -80,6 +80,7 @@ from parallelrag.documents import Chunk
 from parallelrag.errors import ConfigError, StoreError
 from parallelrag.runtime import run_sync
 
+from ._common import apply_fused, check_manifest, filter_items, unpack_item
 from .base import DocumentItem, DocumentRecord, Filter, Hit, embed_text, text_key
 from .fusion import fuse
 from .vectors import DEFAULT_ANN_THRESHOLD
@@ -364,12 +365,8 @@ class _Where:
         clauses: list[str] = []
         params: list[Any] = []
         contain: dict[str, Any] = {}
-        for key, value in (where or {}).items():
-            if not isinstance(key, str):
-                raise ConfigError(f"filter keys must be strings, got {key!r}")
+        for key, value in filter_items(where):
             if key == "source":
-                if not isinstance(value, str):
-                    raise ConfigError("filter 'source' must be a glob string")
                 clauses.append("c.source ~ %s")
                 params.append(_glob_regex(value))
                 continue
@@ -629,18 +626,15 @@ class PostgresStore:
         rows = dict(
             await (await conn.execute(f"SELECT key, value FROM {self._s}.manifest")).fetchall()
         )
-        version = int(rows.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"index schema version {version} is newer than this parallelrag supports ({SCHEMA_VERSION})"
-            )
-        rec_model, rec_dim = rows.get("model_id"), int(rows.get("dimension", "0"))
-        if rec_model != self._model_id or rec_dim != self._dimension:
-            raise ConfigError(
-                f"index {self._schema!r} at {self._safe_url} was built with model {rec_model!r} "
-                f"(dimension {rec_dim}), but model {self._model_id!r} (dimension {self._dimension}) "
-                "was requested; use the same embedder or another index name"
-            )
+        check_manifest(
+            rows,
+            schema_version=SCHEMA_VERSION,
+            model_id=self._model_id,
+            dimension=self._dimension,
+            kind="index",
+            subject=f"index {self._schema!r} at {self._safe_url}",
+            remedy="another index name",
+        )
 
     # ------------------------------------------------------------ HNSW index
     @property
@@ -887,25 +881,7 @@ class PostgresStore:
         self.replace_documents([(source, content_hash, chunks, vectors, metadata)])
 
     def _prepare(self, item: DocumentItem) -> _Prepared:
-        try:
-            source, content_hash, chunks, vectors, metadata = item
-        except (TypeError, ValueError) as e:
-            raise ConfigError(
-                "replace_documents items are (source, content_hash, chunks, vectors, metadata)"
-            ) from e
-        if not isinstance(source, str) or not source:
-            raise ConfigError(f"source must be a non-empty string, got {source!r}")
-        if not isinstance(content_hash, str):
-            raise ConfigError(f"{source}: content_hash must be a string")
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if len(chunks) == 0 and vecs.size == 0:
-            vecs = vecs.reshape(0, self._dimension)
-        if vecs.ndim != 2 or vecs.shape != (len(chunks), self._dimension):
-            raise ConfigError(
-                f"{source}: vectors have shape {vecs.shape}, expected ({len(chunks)}, {self._dimension})"
-            )
-        if not bool(np.isfinite(vecs).all()):
-            raise ConfigError(f"{source}: vectors contain NaN or infinity")
+        source, content_hash, chunks, vecs, metadata = unpack_item(item, self._dimension)
         doc_meta = dict(metadata or {})
         doc_json = _dumps(doc_meta)
         # one COPY tuple per chunk: 11 fields
@@ -1294,16 +1270,15 @@ class PostgresStore:
             present = {h.chunk_id: h for h, _ in vec}
             for h, _ in kw:
                 present.setdefault(h.chunk_id, h)
-            hits = []
-            for f in fuse(
-                [(h.chunk_id, s) for h, s in vec], [(h.chunk_id, s) for h, s in kw], k, rrf_k=rrf_k
-            ):
-                hit = present[f.id]
-                hit.score = f.score
-                hit.vector_score = f.vector_score
-                hit.keyword_score = f.keyword_score
-                hits.append(hit)
-            return hits
+            return apply_fused(
+                fuse(
+                    [(h.chunk_id, s) for h, s in vec],
+                    [(h.chunk_id, s) for h, s in kw],
+                    k,
+                    rrf_k=rrf_k,
+                ),
+                present,
+            )
 
         result: list[Hit] = run_sync(self._read(go, keyword=True))
         return result

@@ -21,15 +21,15 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from parallelrag.documents import Chunk
 from parallelrag.errors import ConfigError, StoreError
 
+from ._common import document_record, fetch_document_row
+from ._common import loads_metadata as _loads
 from .base import DocumentRecord, VectorStore
 from .embedded import DB_NAME, EmbeddedStore
 
@@ -100,14 +100,10 @@ def _export_embedded(store: EmbeddedStore, sources: Sequence[str]) -> list[Expor
         ctx = "context" if "context" in cols else "''"
         out: list[Exported] = []
         for src in sources:
-            d = conn.execute(
-                "SELECT source, content_hash, n_chunks, metadata, updated_at FROM documents "
-                "WHERE source = ?",
-                (src,),
-            ).fetchone()
+            d = fetch_document_row(conn, src)
             if d is None:
                 continue
-            rec = DocumentRecord(d[0], d[1], int(d[2]), _loads(d[3]), float(d[4]))
+            rec = document_record(d)
             rows = conn.execute(
                 f"SELECT text, start_off, end_off, idx, metadata, {ctx}, vector FROM chunks "
                 "WHERE source = ? ORDER BY idx, id",
@@ -127,13 +123,6 @@ def _export_embedded(store: EmbeddedStore, sources: Sequence[str]) -> list[Expor
         return out
     finally:
         conn.close()
-
-
-def _loads(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    value = orjson.loads(text)
-    return value if isinstance(value, dict) else {}
 
 
 def _export(store: VectorStore, sources: Sequence[str]) -> list[Exported]:

@@ -426,17 +426,10 @@ class Index:
             client.assume_dimension(int(saved["dimension"]))  # no probe request to open it
         model_id = f"{client.provider}:{client.model}"
         st = EmbeddedStore.open(p, dimension=client.dimension, model_id=model_id, create=create)
-        try:
-            chosen = cls._splitter(splitter, saved, client, rebuild)
-            base = Path(root) if root is not None else p.absolute().parent
-            index = cls(p, st, client, chosen, root=Path(os.path.realpath(base)),
-                        reuse_vectors=cache, prompt=prompt, system=system,
-                        chunk_context=cls._context(chunk_context, saved, rebuild))
-            index._save_config(saved)
-        except BaseException:
-            st.close()
-            raise
-        return index
+        base = Path(root) if root is not None else p.absolute().parent
+        return cls._finish_open(p, st, client, splitter, saved, rebuild=rebuild, cache=cache,
+                                root=base, prompt=prompt, system=system,
+                                chunk_context=chunk_context)
 
     @classmethod
     def _open_url(cls, url: str, embedder: EmbeddingClient | str | None, splitter: Any, *,
@@ -463,17 +456,12 @@ class Index:
             if saved is None:
                 saved = st.load_config()
                 cls._embedder(client, saved, rebuild)  # the same check against the store's config
-            chosen = cls._splitter(splitter, saved, client, rebuild)
-            index = cls(None, st, client, chosen,
-                        root=Path(os.path.realpath(root)) if root is not None else None,
-                        reuse_vectors=cache, prompt=prompt, system=system,
-                        location=url.split("@")[-1],
-                        chunk_context=cls._context(chunk_context, saved, rebuild))
-            index._save_config(saved)
         except BaseException:
             st.close()
             raise
-        return index
+        return cls._finish_open(None, st, client, splitter, saved, rebuild=rebuild, cache=cache,
+                                root=root, prompt=prompt, system=system,
+                                chunk_context=chunk_context, location=url.split("@")[-1])
 
     @classmethod
     def _open_with_store(cls, store: VectorStore, label: str | os.PathLike[str],
@@ -491,13 +479,32 @@ class Index:
                 f"the store holds vectors of {store.model_id!r} (dimension {store.dimension}), "
                 f"the embedder makes {model_id!r} (dimension {client.dimension})"
             )
-        chosen = cls._splitter(splitter, saved, client, rebuild)
-        index = cls(None, store, client, chosen,
-                    root=Path(os.path.realpath(root)) if root is not None else None,
-                    reuse_vectors=cache, prompt=prompt, system=system,
-                    location=str(label) if label != DEFAULT_INDEX_DIR else None,
-                    chunk_context=cls._context(chunk_context, saved, rebuild))
-        index._save_config(saved)
+        return cls._finish_open(None, store, client, splitter, saved, rebuild=rebuild,
+                                cache=cache, root=root, prompt=prompt, system=system,
+                                chunk_context=chunk_context,
+                                location=str(label) if label != DEFAULT_INDEX_DIR else None,
+                                own_store=False)
+
+    @classmethod
+    def _finish_open(cls, path: Path | None, store: VectorStore, client: EmbeddingClient,
+                     splitter: Any, saved: Mapping[str, Any] | None, *, rebuild: bool,
+                     cache: bool, root: str | os.PathLike[str] | None, prompt: str | None,
+                     system: str | None, chunk_context: bool | None,
+                     location: str | None = None, own_store: bool = True) -> Index:
+        """The part every way of opening shares: the splitter and chunk-context settings checked
+        against the saved ones, the Index made, its config saved (the store is closed on an
+        error when it was opened here)."""
+        try:
+            chosen = cls._splitter(splitter, saved, client, rebuild)
+            index = cls(path, store, client, chosen,
+                        root=Path(os.path.realpath(root)) if root is not None else None,
+                        reuse_vectors=cache, prompt=prompt, system=system, location=location,
+                        chunk_context=cls._context(chunk_context, saved, rebuild))
+            index._save_config(saved)
+        except BaseException:
+            if own_store:
+                store.close()
+            raise
         return index
 
     @staticmethod

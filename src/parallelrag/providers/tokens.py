@@ -114,7 +114,20 @@ def warm_up() -> None:
     # not a daemon: interpreter exit waits for the load (a second or two at most) instead of
     # stopping the thread inside the native tokenizer, which aborts the process ("FATAL:
     # exception not rethrown") when a short program exits while it loads
-    threading.Thread(target=_cl100k_length, name="parallelrag-cl100k-load").start()
+    # imported here, not in the thread: its import registers an exit hook, which fails once the
+    # interpreter has begun to exit (a short program may exit while the load runs)
+    import concurrent.futures.process  # noqa: F401
+
+    threading.Thread(target=_load_quietly, name="parallelrag-cl100k-load").start()
+
+
+def _load_quietly() -> None:
+    """The warm-up thread's body: a load that fails here is retried, and reported, by the first
+    count that needs it; nothing is printed from this thread."""
+    try:
+        _cl100k_length()
+    except Exception:
+        pass
 
 
 def _after_fork_in_child() -> None:

@@ -198,3 +198,20 @@ def test_per_call_max_concurrency_must_be_a_positive_int(sim: SimServer, bad: ob
         llm.complete_many(["a"], max_concurrency=bad)
     assert e.embed_batch_parallel([["a"]], max_concurrency=None).ok
     assert llm.complete_many(["a"], max_concurrency=2)
+
+
+def test_bad_model_names_keys_and_headers_are_config_errors_up_front() -> None:
+    """Caught at construction, not as an AttributeError or a 'Forbidden control character'
+    ValueError at the first request; the key is never shown."""
+    with pytest.raises(ConfigError, match="string"):
+        EmbeddingClient.openai(5, base_url="http://127.0.0.1:9/v1", api_key="k")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="string"):
+        LlmClient.anthropic(5, api_key="k")  # type: ignore[arg-type]
+    for make in (lambda k: EmbeddingClient.openai("m", base_url="http://127.0.0.1:9/v1", api_key=k),
+                 lambda k: LlmClient.anthropic("claude", api_key=k)):
+        with pytest.raises(ConfigError, match="line break") as info:
+            make("sk-pasted-SECRET-key\n")
+        assert "SECRET" not in str(info.value)
+    with pytest.raises(ConfigError, match="header"):
+        EmbeddingClient.openai("m", base_url="http://127.0.0.1:9/v1", api_key="k",
+                               headers={"x-team": "a\r\nx-evil: 1"})

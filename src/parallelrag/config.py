@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import register_secret
+from .errors import ConfigError, register_secret
 
 __all__ = ["MaskedStr", "Secret", "Timeouts", "env", "secret_from"]
 
@@ -63,16 +63,30 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def secret_from(explicit: str | Secret | None, *env_names: str) -> Secret | None:
-    """An explicit key, else the first env var set, else None."""
+    """An explicit key, else the first env var set, else None.
+
+    A key that could not travel in an HTTP header (not a string; a line break or another
+    control character, as a key pasted with its newline has) is a :class:`ConfigError` here,
+    naming where it came from but never showing it, rather than a failure at the first request.
+    """
     if isinstance(explicit, Secret):
         return explicit
+    if explicit is not None and not isinstance(explicit, str):
+        raise ConfigError(f"api_key must be a string, not {type(explicit).__name__}")
     if explicit:
-        return Secret(explicit)
+        return Secret(_header_safe(explicit, "api_key"))
     for name in env_names:
         value = env(name)
         if value:
-            return Secret(value)
+            return Secret(_header_safe(value, name))
     return None
+
+
+def _header_safe(value: str, where: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{where} contains a line break or another control character "
+                          "(a key must be one line: check for a trailing newline)")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ class AnthropicCompat:
     ) -> None:
         if not model:
             raise ConfigError("an Anthropic model name is required")
+        if not isinstance(model, str):
+            raise ConfigError(f"the model name must be a string, not {model!r}")
         self.model = model
         self.provider = "anthropic"
         self.version = version

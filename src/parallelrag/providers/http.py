@@ -455,7 +455,14 @@ _SECRET_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|signature|session
 def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``headers`` whose credential-like values (names with auth, key, token, secret,
     cookie, signature, session) are :class:`~parallelrag.config.MaskedStr`: the wire value is
-    unchanged, reprs show ``'***'``."""
+    unchanged, reprs show ``'***'``. A name or value that cannot be a header (not a string, a line
+    break or another control character) is a :class:`ConfigError` here, not a failure at the
+    first request."""
+    for k, v in headers.items():
+        if not isinstance(k, str) or not isinstance(v, str) or any(
+                ord(c) < 32 or ord(c) == 127 for c in k + v):
+            raise ConfigError(f"headers: {k!r} is not a valid header (a string name and value, "
+                              "one line each)")
     return {k: MaskedStr(v) if _SECRET_HEADER.search(k) else v for k, v in headers.items()}
 
 #: what reading a response body can raise (anything else is a caller's bug and passes unchanged)

@@ -60,6 +60,8 @@ class OpenAICompat:
     ) -> None:
         if not model and not azure_deployment:
             raise ConfigError("a model (or Azure deployment) name is required")
+        if not isinstance(model or azure_deployment, str):
+            raise ConfigError(f"the model name must be a string, not {model!r}")
         self.model = model or (azure_deployment or "")
         self.timeouts = Timeouts.of(timeouts)
         self.http = HttpOptions(proxy=proxy, verify=verify)

@@ -522,6 +522,12 @@ class VectorIndex:
             self._rows.write(n, ids, vectors)
         except OSError as e:
             raise StoreError(f"cannot write the vector file: {e}") from e
+        self._publish_rows(n, ids)
+
+    def _publish_rows(self, n: int, ids: I64) -> None:
+        """Make rows ``n .. n+len(ids)`` of the vector file (already written) searchable: grow
+        the id and liveness arrays when needed, under the write lock with the new mapping."""
+        m = len(ids)
         with self._rw.write():
             if n + m > len(self._ids):
                 cap = max(n + m, int(len(self._ids) * 1.5) + 1024)
@@ -643,21 +649,7 @@ class VectorIndex:
             self._last_write = time.monotonic()
             n = self._n
             if rows > n:
-                ids = self._shared_ids(n, rows)
-                m = len(ids)
-                with self._rw.write():
-                    if n + m > len(self._ids):
-                        cap = max(n + m, int(len(self._ids) * 1.5) + 1024)
-                        idarr = np.empty(cap, dtype=np.int64)
-                        idarr[:n] = self._ids[:n]
-                        alive = np.zeros(cap, dtype=bool)
-                        alive[:n] = self._alive[:n]
-                        self._ids, self._alive = idarr, alive
-                    self._mat = self._rows.mat
-                    self._ids[n : n + m] = ids
-                    self._alive[n : n + m] = True
-                    self._n = n + m
-                    self._live += m
+                self._publish_rows(n, self._shared_ids(n, rows))
             if len(deleted):
                 self._remove(np.asarray(deleted, dtype=np.int64))
             self.max_id = max(self.max_id, max_id)

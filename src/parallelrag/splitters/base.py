@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -47,6 +48,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from itertools import count, repeat
 from typing import Any
 
 from ..documents import Chunk
@@ -241,8 +243,18 @@ class Measure:
 
 
 def _rstrip_end(text: str, a: int, b: int) -> int:
-    t = text[a:b]
-    return a + len(t.rstrip())
+    """``a + len(text[a:b].rstrip())``, looking at a few characters only where possible."""
+    if b <= a:
+        return a
+    if text[b - 1] not in _SPACE:
+        return b
+    w = b - 24
+    if w > a:
+        r = len(text[w:b].rstrip())
+        if r:
+            return w + r
+        b = w  # the last 24 characters are all whitespace
+    return a + len(text[a:b].rstrip())
 
 
 def greedy_spans(
@@ -284,16 +296,31 @@ def greedy_spans(
                 continue
             return y
 
+    last = len(levels) - 1
+
     def best(floor: int, e: int) -> tuple[int, int]:
+        if not fstarts:
+            for idx, level in enumerate(levels):
+                y = level.last_cut(text, floor, e)
+                if y > floor:
+                    return y, idx
+            return e, last
         for idx, level in enumerate(levels):
             y = cut(level, floor, e)
             if y > floor:
                 return y, idx
-        return e, len(levels) - 1  # every cut would fall inside a fence: split it anyway
+        return e, last  # every cut would fall inside a fence: split it anyway
+
+    chars = measure.chars
 
     def attempt(s: int, floor: int) -> tuple[int, int, int] | None:
         """(cut, level, stripped end) for a chunk starting at ``s``; None if it cannot fit."""
-        e = measure.limit(s, hi, chunk_size)
+        if chars:
+            e = s + chunk_size
+            if e > hi:
+                e = hi
+        else:
+            e = measure.limit(s, hi, chunk_size)
         lower = s if s > floor else floor
         if e <= lower:
             return None
@@ -303,7 +330,7 @@ def greedy_spans(
             else:
                 x, lvl = best(lower, e)
             b = _rstrip_end(text, s, x)
-            if measure.chars or b <= s or measure.fits(s, b, chunk_size):
+            if chars or b <= s or measure.fits(s, b, chunk_size):
                 return x, lvl, b
             if s < floor:
                 return None
@@ -316,10 +343,11 @@ def greedy_spans(
     prev_b = lo
     s = lo
     while True:
-        m = _NONSPACE.search(text, s, hi)
-        if m is None:
-            break
-        s = m.start()
+        if s >= hi or text[s] in _SPACE:
+            m = _NONSPACE.search(text, s, hi)
+            if m is None:
+                break
+            s = m.start()
         res: tuple[int, int, int] | None = None
         if s < floor:
             res = attempt(s, floor)
@@ -346,9 +374,10 @@ def greedy_spans(
         if overlap is not None:
             o = overlap(s, x, lvl)
             if s < o < x:
-                k = bisect_right(fstarts, o - 1) - 1
-                if k >= 0 and fends[k] > o:  # never start inside a fence
-                    o = fends[k] if fends[k] < x else x
+                if fstarts:
+                    k = bisect_right(fstarts, o - 1) - 1
+                    if k >= 0 and fends[k] > o:  # never start inside a fence
+                        o = fends[k] if fends[k] < x else x
                 nxt = o
         s = nxt
     return spans
@@ -374,6 +403,28 @@ def _plan(seps: Sequence[str]) -> _Plan:
     return plan
 
 
+def _chunk_fields_ok() -> bool:
+    """True if a :class:`Chunk` is fully made by setting its six fields (what the dataclass
+    ``__init__`` does), so :meth:`Splitter._build` may make chunks without calling it."""
+    try:
+        names = tuple(f.name for f in dataclasses.fields(Chunk))
+        probe = object.__new__(Chunk)
+        probe.text, probe.start, probe.end, probe.index = "ab", 0, 2, 0
+        probe.metadata, probe.context = {}, ""
+        same = probe == Chunk("ab", 0, 2, 0, {})
+    except Exception:
+        return False
+    return (
+        names == ("text", "start", "end", "index", "metadata", "context")
+        and not hasattr(Chunk, "__post_init__")
+        and hasattr(Chunk, "__slots__")
+        and same
+    )
+
+
+_FAST_CHUNKS = _chunk_fields_ok()
+
+
 def char_spans(
     text: str,
     lo: int,
@@ -393,7 +444,12 @@ def char_spans(
     with overlap one or two ``str.find`` over the last ``units`` characters. For a ladder that
     starts ``"\\n\\n", "\\n"`` (the character and recursive defaults) both levels come from one
     search for a single ``"\\n"`` (a ``memrchr``/``memchr``; ``last_cut`` and ``first_cut``
-    below)."""
+    below), and without fences the most common chunk (cut after the window's last
+    ``"\\n\\n"``, its overlap decided by the first ``"\\n"`` of the overlap's range) is taken in
+    the loop itself, without a call: at these sizes the Python steps per chunk, not the scans,
+    are the cost. Where a chunk from an overlapping start gets a worse cut than one from the
+    previous cut would, only the part of that other window the first search did not cover is
+    searched for a better level before the other chunk is computed."""
     seplens, keep, para = _plan(seps)
     hard = len(seplens)  # the level index of "any character"
     rfind = text.rfind
@@ -401,16 +457,6 @@ def char_spans(
     search = _NONSPACE.search
     space = _SPACE
     fstarts, fends = fences if fences is not None else ([], [])
-
-    def rstrip_to(s: int, q: int) -> int:
-        """``s + len(text[s:q].rstrip())``, looking at a few characters only where possible."""
-        w = q - 24
-        if w > s:
-            r = len(text[w:q].rstrip())
-            if r:
-                return w + r
-            q = w  # the last 24 characters are all whitespace
-        return s + len(text[s:q].rstrip())
 
     def last_cut(lower: int, e: int, first: int) -> tuple[int, int]:
         """The last cut in ``(lower, e]`` of the first level from ``first`` that has one (fences
@@ -452,10 +498,10 @@ def char_spans(
             x, lvl = last_cut(lower, e, lvl + 1)
         return x, lvl
 
-    def first_cut(a: int, z: int) -> int:
-        """The first cut in ``[a, z]`` of the first separator level that has one, or -1."""
-        first = 0
-        if para:
+    def first_cut(a: int, z: int, first: int) -> int:
+        """The first cut in ``[a, z]`` of the first separator level from ``first`` that has
+        one, or -1."""
+        if para and first == 0:
             st = a - 1
             q = find("\n", st, z)
             if q >= 0:
@@ -491,24 +537,26 @@ def char_spans(
                     return p
                 if p - 1 > s and text[p - 2] not in space:
                     return p - 1
-                return rstrip_to(s, p)
+                return _rstrip_end(text, s, p)
         elif text[x - 1] not in space:
             return x
-        return rstrip_to(s, x)
+        return _rstrip_end(text, s, x)
 
     def attempt(s: int) -> tuple[int, int, int]:
         """(cut, level, stripped end) of a chunk starting at ``s`` (no overlap floor)."""
         e = s + chunk_size
         if e >= hi:
-            return hi, -1, hi if text[hi - 1] not in space else rstrip_to(s, hi)
+            return hi, -1, hi if text[hi - 1] not in space else _rstrip_end(text, s, hi)
         x, lvl = cut(s, e) if fstarts else last_cut(s, e, 0)
         return x, lvl, stripped_end(s, x, lvl)
 
     spans: list[Span] = []
     append = spans.append
-    floor = lo
-    prev_b = lo
-    s = lo
+    # a "\n\n", "\n" ladder without fences: the common cut (the window's last "\n" is the
+    # second one of a "\n\n") is taken inline, from the one search that ``last_cut`` starts
+    # with; every other cut goes through ``last_cut``
+    quick = para and not fstarts
+    floor = lower = prev_b = s = lo
     while s < hi:
         if text[s] in space:
             m = search(text, s, hi)
@@ -519,25 +567,69 @@ def char_spans(
         if e >= hi:
             x = hi
             lvl = -1
-            b = hi if text[hi - 1] not in space else rstrip_to(s, hi)
+            b = hi if text[hi - 1] not in space else _rstrip_end(text, s, hi)
         else:
             lower = floor if s < floor else s
             if e <= lower:
                 x = lvl = 0
                 b = -1  # no chunk from s fits between floor and the window's end
+            elif quick:
+                q = rfind("\n", lower, e)
+                if q > 0 and text[q - 1] == "\n":
+                    # last_cut's first case, and stripped_end for it: text[s] is not
+                    # whitespace, so the separator starts at p > s
+                    x = q + 1
+                    lvl = 0
+                    p = q - 1
+                    if text[p - 1] not in space:
+                        b = p
+                    elif p - 1 > s and text[p - 2] not in space:
+                        b = p - 1
+                    else:
+                        b = _rstrip_end(text, s, p)
+                else:
+                    # no "\n" (q < 0) means no line-level cut: last_cut from the third level
+                    x, lvl = last_cut(lower, e, 2 if q < 0 else 0)
+                    b = stripped_end(s, x, lvl)
             else:
                 x, lvl = cut(lower, e) if fstarts else last_cut(lower, e, 0)
                 b = stripped_end(s, x, lvl)
         if s < floor and (b < 0 or b <= prev_b or lvl > 0):
             # the overlapping start may cost a better cut: compare with no overlap
-            m = search(text, floor, hi)
-            if m is None:
-                break
-            s2 = m.start()
-            alt = attempt(s2)
-            if b < 0 or b <= prev_b or alt[1] < lvl:
-                x, lvl, b = alt
-                s = s2
+            if text[floor] not in space:
+                s2 = floor
+            else:
+                m = search(text, floor, hi)
+                if m is None:
+                    break
+                s2 = m.start()
+            if b < 0 or b <= prev_b:
+                x, lvl, b = attempt(s2)
+                s = lower = s2
+            else:
+                # the chunk from s2 wins only with a cut of a level below lvl. Without fences
+                # there is none in (floor, e] (last_cut found none there), so only
+                # (max(e, s2), s2 + chunk_size] can hold one
+                e2 = s2 + chunk_size
+                better = e2 >= hi or bool(fstarts)
+                if not better:
+                    a2 = e if e > s2 else s2
+                    below = seplens[:lvl]
+                    if quick and lvl > 1:
+                        # "\n\n" and "\n" have a cut in (a2, e2] iff a "\n" lies in [a2, e2)
+                        better = find("\n", a2, e2) >= 0
+                        below = seplens[2:lvl]
+                    if not better:
+                        for sep, n in below:
+                            st = a2 - n + 1
+                            if find(sep, st if st > 0 else 0, e2) >= 0:
+                                better = True
+                                break
+                if better:
+                    alt = attempt(s2)
+                    if alt[1] < lvl:
+                        x, lvl, b = alt
+                        s = lower = s2
         if b > s:
             append((s, b, None))
             prev_b = b
@@ -550,7 +642,20 @@ def char_spans(
             if s0 <= s:
                 s0 = s + 1
             if s0 < x:
-                o = first_cut(s0, x - 1)
+                if lvl == 0 and quick:
+                    # after a "\n\n" cut, first_cut's search for "\n" from s0 - 1 meets the
+                    # one at x - 2 at the latest: with none before b - 1, the overlap would
+                    # start at or after b (whitespace only), so the next chunk starts at x
+                    st = s0 - 1
+                    q = find("\n", st, b - 1)
+                    if q < 0:
+                        s = x
+                        continue
+                    # first_cut from this "\n"; its common case inline (q + 1 < b - 1 < x - 1)
+                    o = q + 2 if q > st and text[q + 1] == "\n" else first_cut(s0, x - 1, 0)
+                else:
+                    # after a cut below the line levels there is no "\n" in [lower, e), e >= x
+                    o = first_cut(s0, x - 1, 2 if quick and lvl > 1 and s0 > lower else 0)
                 if o < 0:
                     o = s0 if lvl == hard else x
                 # [b, x) is whitespace: an overlap starting at or after b would be whitespace
@@ -763,10 +868,22 @@ class Splitter(ABC):
         if not metadata:
             # fast path: a fresh dict per chunk (never shared); the splitter's own ``extra``
             # dicts are built per span, so they are taken over as they are
-            return [
-                Chunk(text[a:b], a, b, i, extra if extra is not None else {})
-                for i, (a, b, extra) in enumerate(spans)
-            ]
+            if not _FAST_CHUNKS:
+                return [
+                    Chunk(text[a:b], a, b, i, extra if extra is not None else {})
+                    for i, (a, b, extra) in enumerate(spans)
+                ]
+            # bare objects allocated in one C loop, their fields set as the dataclass
+            # ``__init__`` would (see ``_chunk_fields_ok``), without a Python call per chunk
+            chunks: list[Chunk] = list(map(object.__new__, repeat(Chunk, len(spans))))
+            for i, c, (a, b, extra) in zip(count(), chunks, spans):
+                c.text = text[a:b]
+                c.start = a
+                c.end = b
+                c.index = i
+                c.metadata = extra if extra is not None else {}
+                c.context = ""
+            return chunks
         base = dict(metadata)
         out: list[Chunk] = []
         for i, (a, b, extra) in enumerate(spans):

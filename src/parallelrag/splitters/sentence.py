@@ -22,17 +22,30 @@ __all__ = ["SentenceSplitter", "sentence_starts"]
 
 # A sentence ends after terminal punctuation (plus closing quotes/brackets) followed by
 # whitespace, after a CJK full stop / exclamation / question mark, or at a line break. The
-# boundary (where the next sentence starts) is after the whitespace.
+# boundary (where the next sentence starts) is after the whitespace. As one expression:
+#
+#     [.!?…]+["'”’)\]»]*\s+  |  [。！？]+[」』”’）)\]]*\s*  |  \n\s*
+#
+# written below with one alternative per first character (".", "!", ..., "\n"; the same
+# matches, tested): a pattern whose alternatives all start with a literal lets the regex engine
+# skip to the next candidate character in C instead of attempting a match at every position,
+# which makes the scan several times faster.
+_TERMINALS = ".!?…"
+_CJK_TERMINALS = "。！？"
 _BOUNDARY = re.compile(
-    r"[.!?…]+[\"'”’)\]»]*\s+"
-    r"|[。！？]+[」』”’）)\]]*\s*"
-    r"|\n\s*"
+    "|".join(
+        [re.escape(c) + r"""[.!?…]*["'”’)\]»]*\s+""" for c in _TERMINALS]
+        + [c + r"[。！？]*[」』”’）)\]]*\s*" for c in _CJK_TERMINALS]
+        + [r"\n\s*"]
+    )
 )
+_END = re.Match.end
 
 
 def sentence_starts(text: str) -> list[int]:
-    """Offsets where a sentence starts (after the first one), sorted, all in ``(0, len]``."""
-    return [m.end() for m in _BOUNDARY.finditer(text) if m.end() > 0]
+    """Offsets where a sentence starts (after the first one), sorted, all in ``(0, len]``
+    (every alternative of the pattern consumes at least one character)."""
+    return list(map(_END, _BOUNDARY.finditer(text)))
 
 
 class SentenceSplitter(Splitter):

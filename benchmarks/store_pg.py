@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import shutil
 import signal
@@ -299,14 +300,17 @@ def main() -> None:
             shutil.rmtree(epath, ignore_errors=True)
             # PostgreSQL: ingest below the threshold, then build the index (as a large ingest does)
             purl = f"{url}&index=bench{n}"
-            pg = PostgresStore.open(purl, dimension=DIM, model_id="bench", ann_threshold=10**12)
+            # the HNSW graph in memory: about n × (4·DIM + 700) bytes, with headroom
+            mem = f"{max(1, math.ceil(1.25 * n * (4 * DIM + 700) / 2**30))}GB"
+            pg = PostgresStore.open(purl, dimension=DIM, model_id="bench", ann_threshold=10**12,
+                                    build_memory=mem)
             t_ing = ingest(pg, items)
             del items
             t0 = time.perf_counter()
             pg.build_index()
             t_idx = time.perf_counter() - t0
             ingest_rows.append(["PostgreSQL (COPY BINARY)", f"{n:,}", f"{n / t_ing:,.0f}",
-                                f"{t_idx:.1f} s (CREATE INDEX CONCURRENTLY)"])
+                                f"{t_idx:.1f} s (CREATE INDEX CONCURRENTLY, build_memory {mem})"])
             pg_exact = PostgresStore.open(purl, dimension=DIM, model_id="bench", ann=False)
             p50, p99, rc = query_stats(functools.partial(pg_exact.search_vector, k=10), queries[:50], truth[:50])
             query_rows.append(["PostgreSQL, exact scan", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])

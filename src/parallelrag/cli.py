@@ -62,7 +62,11 @@ Environment:
 Scores: hybrid search (the default) ranks by a fused score: the vector and
 keyword (BM25) scores as z-scores within their candidate lists, weighted
 0.8 / 0.2; higher is better, comparable only within one result list.
---mode vector gives cosine similarity, --mode keyword BM25."""
+--mode vector gives cosine similarity, --mode keyword BM25.
+Order: documents first (--rank-by document, the default): a document's best
+chunk ranks with support from its other matching chunks and further chunks of
+one document move down, so the top K spans more documents and scores need not
+fall down the list; --rank-by chunk keeps the plain score order."""
 
 
 class _Cli(click.Group):
@@ -146,6 +150,13 @@ def _mode_option(f: F) -> F:
                         default="hybrid",
                         help="hybrid: vector and BM25 scores fused; vector: cosine; "
                              "keyword: BM25")(f)
+
+
+def _rank_option(f: F) -> F:
+    return click.option("--rank-by", "rank_by", type=click.Choice(["document", "chunk"]),
+                        default="document", show_default=True,
+                        help="document: documents first, a document's further chunks pushed "
+                             "down; chunk: plain score order")(f)
 
 
 def _where_option(f: F) -> F:
@@ -459,17 +470,18 @@ def ingest(paths: tuple[str, ...], index_dir: str, embed: str | None, base_url: 
 @_index_option
 @_k_option
 @_mode_option
+@_rank_option
 @_where_option
 @_json_option
 @_debug_option
-def search(question: str, index_dir: str, k: int, mode: str, where: tuple[str, ...],
-           as_json: bool) -> None:
+def search(question: str, index_dir: str, k: int, mode: str, rank_by: str,
+           where: tuple[str, ...], as_json: bool) -> None:
     """Print the K chunks that best match QUESTION, best first."""
     _question(question)
     flt = _parse_where(where)
     with (collect_warnings(quiet=as_json) as warned,
           _open_index(index_dir, needs_provider=mode != "keyword") as index):
-        hits = index.search(question, k=k, mode=mode, where=flt)
+        hits = index.search(question, k=k, mode=mode, where=flt, rank_by=rank_by)
     if as_json:
         echo_json(cli_json.search_json(index_dir, question, mode, k, flt, hits, warned.messages))
         return
@@ -482,6 +494,7 @@ def search(question: str, index_dir: str, k: int, mode: str, where: tuple[str, .
 @_index_option
 @_k_option
 @_mode_option
+@_rank_option
 @_where_option
 @click.option("--llm", default=None, envvar="PARALLELRAG_LLM", show_envvar=True,
               metavar="SPEC",
@@ -491,14 +504,15 @@ def search(question: str, index_dir: str, k: int, mode: str, where: tuple[str, .
               help="base URL of the LLM provider (else OPENAI_BASE_URL / ANTHROPIC_BASE_URL)")
 @_json_option
 @_debug_option
-def query(question: str, index_dir: str, k: int, mode: str, where: tuple[str, ...],
-          llm: str | None, base_url: str | None, as_json: bool) -> None:
+def query(question: str, index_dir: str, k: int, mode: str, rank_by: str,
+          where: tuple[str, ...], llm: str | None, base_url: str | None, as_json: bool) -> None:
     """Answer QUESTION from the index: the answer (streamed), then its numbered sources."""
     _question(question)
     flt = _parse_where(where)
     with collect_warnings(quiet=as_json) as warned:
         client = _llm(llm, base_url)
         with _open_index(index_dir) as index:
+            index.rank_by = rank_by
             if as_json:
                 ans = index.answer(question, llm=client, k=k, mode=mode, where=flt)
             else:

@@ -38,6 +38,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .loaders import display_path, find_display_path
+
 __all__ = [
     "SCORE_KINDS",
     "hit_json",
@@ -117,7 +119,7 @@ def missing_sources(index: Any, report: Any, roots: Sequence[str]) -> list[str]:
     reported = getattr(report, "missing", None)
     if isinstance(reported, list | tuple):
         return [str(s) for s in reported]
-    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    real_roots = [Path(display_path(os.path.realpath(r))) for r in roots]
     base = getattr(index, "root", None)
     out = []
     for d in index.store.documents():
@@ -129,7 +131,7 @@ def missing_sources(index: Any, report: Any, roots: Sequence[str]) -> list[str]:
         p = Path(key)
         if not p.is_absolute():
             p = Path(base) / p if base is not None else Path(os.path.realpath(p))
-        if _under(p, real_roots) and not p.exists():
+        if _under(p, real_roots) and find_display_path(p) is None:
             out.append(d.source)
     return out
 

@@ -151,7 +151,8 @@ class IngestView:
 
     # ---------------------------------------------------------------- events
     def on_progress(self, p: Any) -> None:
-        """The ``progress`` callback of ``Index.ingest`` (called from the runtime thread)."""
+        """The ``progress`` callback of ``Index.ingest`` (called in order on a worker thread:
+        as files are read, and as each embedding request's documents are written)."""
         self._p = p
 
     def _provider_stats(self) -> dict[str, Any]:
@@ -164,7 +165,7 @@ class IngestView:
 
     def _live_work(self, prov: dict[str, Any]) -> str | None:
         """Provider work since the view started, from live counters (the pipeline's events
-        arrive per finished batch; these move per request)."""
+        arrive per answered group of documents; these move per request, retries included)."""
         if self._prov_start is None:
             self._prov_start = dict(prov)
         start = self._prov_start

@@ -15,6 +15,7 @@ Every error the library raises on purpose is a :class:`ParallelRagError`::
     │   ├── ProviderConnectionError  connection refused / reset
     │   │   └── TLSVerificationError  the server's certificate failed verification
     │   ├── ResponseError         malformed JSON, truncated stream, schema mismatch
+    │   │   └── ResponseTooLargeError  a body (or one stream event) over max_response_bytes
     │   └── CircuitOpenError      the circuit breaker is open; no request was sent
     ├── BatchError                some inputs of a batch call failed (``.failures`` says which)
     ├── StoreError                the embedded store is unusable or inconsistent
@@ -44,6 +45,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "ResponseError",
+    "ResponseTooLargeError",
     "RuntimeShutdownError",
     "RuntimeUsageError",
     "ServerError",
@@ -192,6 +194,19 @@ class TLSVerificationError(ProviderConnectionError):
 
 class ResponseError(ProviderError):
     """The provider's response was malformed: bad JSON, missing fields, a truncated stream."""
+
+
+class ResponseTooLargeError(ResponseError):
+    """A response body, or one event (line) of a streamed response, was larger than the
+    provider's ``max_response_bytes`` (default 64 MiB, ``PARALLELRAG_MAX_RESPONSE_BYTES``).
+
+    The connection is dropped as soon as the limit is passed, so a huge or endless body (a
+    misbehaving server, a proxy or captive portal) never fills memory. ``limit`` holds the
+    limit in bytes."""
+
+    def __init__(self, message: str, *, limit: int = 0, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
 
 
 class CircuitOpenError(ProviderError):

@@ -36,6 +36,7 @@ __all__ = [
     "test_contract_concurrent_readers_see_whole_documents_while_one_writes",
     "test_contract_config_round_trip_and_reopen",
     "test_contract_context_is_kept_and_keyword_indexed",
+    "test_contract_document_scores_are_centroid_cosines",
     "test_contract_failed_batch_writes_nothing",
     "test_contract_hybrid_search_fuses_both_lists",
     "test_contract_is_a_vector_store",
@@ -188,6 +189,40 @@ def test_contract_vector_search_orders_by_cosine(tmp_path: Path,
         assert store.search_vector(_axis(0), k=0) == []
         with pytest.raises(ConfigError):
             store.search_vector(np.ones(DIM + 1, dtype=np.float32), k=1)
+    finally:
+        store.close()
+
+
+def test_contract_document_scores_are_centroid_cosines(tmp_path: Path,
+                                                       store_factory: StoreFactory) -> None:
+    """``document_scores`` (optional in the contract; both project stores have it): the query's
+    cosine with the normalised mean of each document's chunk vectors."""
+    store = store_factory(tmp_path, DIM, MODEL)
+    try:
+        scorer = getattr(store, "document_scores", None)
+        if scorer is None:
+            pytest.skip("this store does not rank documents as a whole")
+        store.replace_documents([_item("a", ["x", "y"], [0, 1]), _item("b", ["z"], [2]),
+                                 _item("c", ["w", "v", "u"], [0, 0, 3])])
+        q = np.array([1.0, 1.0, 0.0] + [0.0] * (DIM - 3), dtype=np.float32)
+        got = scorer(q, ["a", "b", "c", "a", "missing"])
+        assert set(got) == {"a", "b", "c"}
+
+        def want(axes: list[int]) -> float:
+            m = np.mean([_axis(i) for i in axes], axis=0)
+            return float(m @ q / (np.linalg.norm(m) * np.linalg.norm(q)))
+
+        assert got["a"] == pytest.approx(want([0, 1]), abs=1e-4)
+        assert got["b"] == pytest.approx(0.0, abs=1e-4)
+        assert got["c"] == pytest.approx(want([0, 0, 3]), abs=1e-4)
+        assert scorer(q, []) == {}
+        # a new version of a document is scored on its new vectors (no stale cached centroid)
+        store.replace_documents([_item("b", ["z2"], [1], version="v2")])
+        assert scorer(q, ["b"])["b"] == pytest.approx(want([1]), abs=1e-4)
+        store.remove_document("c")
+        assert set(scorer(q, ["a", "b", "c"])) == {"a", "b"}
+        with pytest.raises(ConfigError):
+            scorer(np.ones(DIM + 1, dtype=np.float32), ["a"])
     finally:
         store.close()
 

@@ -437,3 +437,20 @@ def test_four_writer_processes_and_readers_never_see_half_a_document(pg_server: 
             assert rec.content_hash == f"w{h.metadata['w']}v{h.metadata['v']}"
         keys = {(h.source, h.index) for h in all_hits}
         assert len(keys) == len(all_hits)
+
+
+def test_build_memory_option(pg_server: str) -> None:
+    url = index_url(pg_server, "mem_t")
+    for bad in ("lots", "0GB", "2 GB", "-1MB", "3gb"):
+        with pytest.raises(ConfigError, match="build_memory"):
+            PostgresStore.open(url, dimension=DIM, model_id="m", build_memory=bad)
+        with pytest.raises(ConfigError, match="build_memory"):
+            PostgresStore.open(f"{url}&build_memory={bad.replace(' ', '%20')}", dimension=DIM, model_id="m")
+    rng = np.random.default_rng(9)
+    mat = unit(rng, 300, DIM)
+    with PostgresStore.open(f"{url}&build_memory=96MB", dimension=DIM, model_id="m", ann_threshold=10**9) as s:
+        assert s._build_memory == "96MB"
+        s.replace_documents([(f"d{i}", "h", make_chunks([f"t{i}"]), mat[i : i + 1], None) for i in range(300)])
+        assert s.build_index(timeout=120)
+        assert s.stats()["index"] == "pgvector-hnsw"
+        assert s.search_vector(mat[3], k=1)[0].source == "d3"

@@ -25,11 +25,17 @@ and ``mtime``. Skip reasons: ``"empty"``, ``"binary"``, ``"undecodable: ..."``, 
 ``"no records with text field ..."``, ``"pypdf not installed ..."``, ``"invalid PDF: ..."``,
 ``"encrypted PDF"``, ``"loader error: ..."`` and the walk's reasons (see
 :mod:`parallelrag.loaders.sources`). All functions are thread-safe.
+
+File names that are not valid UTF-8 are loaded like any other; sources, titles and skip paths
+show their undecodable bytes as ``\\xNN`` (:func:`display_path`), which keeps them storable
+and tells apart names that differ only in those bytes (:func:`find_display_path` finds the
+file again). A lone surrogate spelled in JSON
+(``"\\udce9"``) becomes U+FFFD, counted like the replacements of bad bytes.
 """
 
 from __future__ import annotations
 
-from .base import Loader, LoadResult, Skip
+from .base import Loader, LoadResult, Skip, display_path, find_display_path
 from .core import (
     LOADERS,
     MIME_TYPES,
@@ -53,6 +59,8 @@ __all__ = [
     "Loader",
     "Skip",
     "decode_text",
+    "display_path",
+    "find_display_path",
     "html_to_text",
     "iter_sources",
     "load_bytes",

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..documents import Document
 from ..errors import LoaderError
-from .base import Loader, LoadResult, Skip
+from .base import Loader, LoadResult, Skip, display_path
 from .encoding import replacements
 from .html import load_html
 from .jsonfile import load_json, load_jsonl
@@ -66,8 +66,11 @@ def loader_for(path: Path) -> Loader | None:
 
 def load_bytes(path: Path, data: bytes, *, text_field: str | None = None,
                mtime: float | None = None) -> list[Document] | Skip:
-    """Load already-read bytes as if they were the file at ``path``."""
-    key = str(path)
+    """Load already-read bytes as if they were the file at ``path``.
+
+    Documents get ``source`` = the path and ``title`` = its stem as valid text (bytes of the
+    name that are not UTF-8 written ``\\xNN``, see :func:`display_path`), so they can be stored."""
+    key = display_path(path)
     if not data.strip():
         return Skip(key, "empty")
     loader = loader_for(path) or load_text
@@ -90,7 +93,7 @@ def load_bytes(path: Path, data: bytes, *, text_field: str | None = None,
         md = doc.metadata
         md.setdefault("mime", mime)
         if not md.get("title"):
-            md["title"] = path.stem
+            md["title"] = display_path(path.stem)
         md["bytes"] = len(data)
         md["mtime"] = mtime
     return docs

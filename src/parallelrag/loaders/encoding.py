@@ -57,6 +57,11 @@ _SPARSE_NON_ASCII = 0.02  # share of non-ASCII bytes under which stray bytes are
 _counter = threading.local()
 
 
+def add_replacements(n: int) -> None:
+    """Count ``n`` replacement characters put in by a loader (see :func:`replacements`)."""
+    _counter.n = int(getattr(_counter, "n", 0)) + n
+
+
 def replacements(reset: bool = False) -> int:
     """Replacement characters inserted by :func:`decode_text` in this thread so far (for bad
     bytes of a mostly-UTF-8 file); ``reset`` sets the count back to zero after reading it."""

@@ -14,13 +14,14 @@ file gives one document per record, each pretty-printed (``"path#N"`` as above).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..documents import Document
 from ..errors import LoaderError
-from .encoding import decode_text
+from .encoding import add_replacements, decode_text
 
 __all__ = ["get_field", "load_json", "load_jsonl"]
 
@@ -33,13 +34,32 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, counted
+    as a decode replacement. JSON may spell one (``"\\udce9"``); no store, JSON encoder or
+    terminal takes it, and one such record must not fail a whole ingest."""
+    if isinstance(value, str):
+        fixed, n = _LONE_SURROGATE.subn("\ufffd", value)
+        if n:
+            add_replacements(n)
+        return fixed
+    if isinstance(value, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_surrogates(v) for v in value]
+    return value
+
+
 def _loads(text: str) -> Any:
     if _orjson is not None:
         try:
-            return _orjson.loads(text)
+            return _orjson.loads(text)  # refuses lone surrogates: the fallback cleans them
         except _orjson.JSONDecodeError:
             pass  # retry with json: it accepts NaN/Infinity and words errors better
-    return json.loads(text)
+    return _no_surrogates(json.loads(text))
 
 
 def get_field(record: Any, path: str) -> Any:

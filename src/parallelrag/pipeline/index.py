@@ -55,10 +55,11 @@ import orjson
 from ..documents import Chunk, Document, content_hash
 from ..embeddings import EmbeddingClient, _Tracker
 from ..errors import BadRequestError, ConfigError, ParallelRagError
-from ..loaders import load_path
+from ..loaders import display_path, load_path
 from ..runtime import CallbackRunner, get_runtime, run_async, run_sync, to_thread
 from ..store import EmbeddedStore, Hit, VectorStore
 from ..store.base import embed_text, text_key
+from .grouping import DEFAULT_DOCUMENT_RANKING, rank_by_document
 from .types import Answer, Citation, IngestProgress, IngestReport
 
 __all__ = [
@@ -196,14 +197,16 @@ def file_identity(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
     """A file's key in an index: its real path (symlinks and ``..`` resolved, relative paths
     taken from the working directory), ``/``-separated and relative to ``root`` (the index's
     :attr:`Index.root`) when it lies under it, else absolute. Every engine must key files with
-    this (and the index's root) so that they agree on what is the same file."""
+    this (and the index's root) so that they agree on what is the same file. Bytes of the path
+    that are not UTF-8 are written ``\\xNN`` (:func:`~parallelrag.loaders.display_path`), so the
+    key can be stored and is the same on every run."""
     real = Path(os.path.realpath(path))
     if root is not None:
         try:
-            return real.relative_to(os.path.realpath(root)).as_posix()
+            return display_path(real.relative_to(os.path.realpath(root)).as_posix())
         except ValueError:
             pass
-    return real.as_posix()
+    return display_path(real.as_posix())
 
 
 def file_documents(key: str, documents: Sequence[Document],
@@ -214,6 +217,7 @@ def file_documents(key: str, documents: Sequence[Document],
     if given is None:
         given = (documents[0].source.split("#", 1)[0] if documents and documents[0].source
                  else key)
+    given = display_path(given)  # as the loaders set ``source`` (valid text)
     out: list[Document] = []
     for i, d in enumerate(documents):
         src = d.source or given
@@ -258,6 +262,32 @@ def chunk_documents(splitter: Any, key: str, documents: Sequence[Document],
     docs = file_documents(key, documents, given)
     return [(d.source, chunks, _scalar_metadata(d.metadata))
             for d, chunks in zip(docs, split_documents(splitter, docs, context), strict=True)]
+
+
+def _request_groups(docs: Sequence[tuple[str, str, list[Chunk], Any, Any]],
+                    batch_inputs: int | None) -> list[list[Any]]:
+    """Consecutive documents of a split batch (``(key, hash, chunks, ...)``) in groups whose
+    chunks fit in one embedding request of ``batch_inputs`` texts; a larger document is a group
+    of its own, and the documents of one file (the same content hash) stay together.
+
+    The ingest embeds the groups of a batch concurrently and writes each as soon as it is
+    back, so documents finish while a slow provider works through the batch, not all when its
+    last request answers. With ``batch_inputs`` None, or a batch that fits one request, there
+    is one group (the embedder packs requests as it did)."""
+    if not batch_inputs or sum(len(d[2]) for d in docs) <= batch_inputs:
+        return [list(docs)]
+    groups: list[list[Any]] = []
+    size = 0
+    for d in docs:
+        n = len(d[2])
+        same_file = bool(groups) and groups[-1][-1][1] == d[1]
+        if groups and (same_file or size + n <= batch_inputs):
+            groups[-1].append(d)
+            size += n
+        else:
+            groups.append([d])
+            size = n
+    return groups
 
 
 async def embed_texts(
@@ -355,6 +385,9 @@ class Index:
         self._reuse = reuse_vectors
         #: embed and keyword-index each chunk with its document title and heading path
         self.chunk_context = chunk_context
+        #: how search and answer order hits: ``"document"`` (documents first, see
+        #: :mod:`parallelrag.pipeline.grouping`) or ``"chunk"`` (the store's chunk order)
+        self.rank_by = "document"
         sig = _splitter_signature(splitter) + (";context" if chunk_context else "")
         self._sig = hashlib.sha256(sig.encode()).hexdigest()[:16]
         self._ingest_lock = threading.Lock()
@@ -790,14 +823,27 @@ class Index:
         # that makes a sync parallelrag call would otherwise block the loop that serves it
         callbacks = CallbackRunner()
 
+        # the loader thread emits too (files read): the snapshot and its place in the queue are
+        # taken together, so the callback never sees a counter go backwards
+        emit_lock = threading.Lock()
+        last_read_emit = [0.0]
+
         def emit() -> None:
             if progress is not None:
-                callbacks.call(progress, IngestProgress(
-                    files_seen=counters["files"], documents_done=counters["done"],
-                    chunks=counters["chunks"], embedded=counters["embedded"],
-                    elapsed_s=time.perf_counter() - t0, scan_done=scan_done.is_set(),
-                    files_total=counters["files"] if scan_done.is_set() else None,
-                ))
+                with emit_lock:
+                    callbacks.call(progress, IngestProgress(
+                        files_seen=counters["files"], documents_done=counters["done"],
+                        chunks=counters["chunks"], embedded=counters["embedded"],
+                        elapsed_s=time.perf_counter() - t0, scan_done=scan_done.is_set(),
+                        files_total=counters["files"] if scan_done.is_set() else None,
+                    ))
+
+        def emit_read() -> None:
+            """From the loader thread: a file was read (at most every 0.1 s, and the first)."""
+            now = time.perf_counter()
+            if counters["files"] == 1 or now - last_read_emit[0] >= 0.1:
+                last_read_emit[0] = now
+                emit()
 
         # item: (owner key, hash, documents (source = store key), stale store keys to delete)
         q_docs: asyncio.Queue[tuple[str, str, list[Document], list[str]] | None] = asyncio.Queue(64)
@@ -856,7 +902,7 @@ class Index:
                 stages["load"] += time.perf_counter() - t
                 if res is None:
                     return
-                given = str(res.path)
+                given = display_path(res.path)
                 key = self.file_key(res.path)
                 if key in seen:
                     if seen[key] != given:
@@ -869,6 +915,7 @@ class Index:
                     continue
                 seen[key] = given
                 counters["files"] += 1
+                emit_read()
                 if res.replacements:
                     report.decode_replaced_files += 1
                     report.decode_replacements += res.replacements
@@ -902,6 +949,7 @@ class Index:
                 pass
             finally:
                 scan_done.set()
+                emit()  # every file read, and the total now known
 
         # a split batch is at most a quarter of the in-flight budget, so several overlap
         batch_chars = min(_SPLIT_BATCH_CHARS, max(1, _INFLIGHT_CHARS // 4))
@@ -967,28 +1015,42 @@ class Index:
                 if item is None:
                     await q_write.put(None)
                     return
-                texts = [embed_text(c) for _, _, chunks, _, _ in item for c in chunks]
+                # each group's documents go to the writer as soon as its request answers, so
+                # documents finish (and progress moves) while a slow provider works the batch
+                groups = _request_groups(item, getattr(getattr(self.embedder, "_backend", None),
+                                                       "max_batch_inputs", None))
                 t = time.perf_counter()
-                rows, failures, fresh, reused = await embed_texts(
-                    self.embedder, self.store if self._reuse else None, texts, dim, tracker)
-                report.cache_hits += reused
+                if len(groups) == 1:
+                    await embed_group(groups[0], dim)
+                else:
+                    async with asyncio.TaskGroup() as tg:
+                        for group in groups:
+                            tg.create_task(embed_group(group, dim))
                 stages["embed"] += time.perf_counter() - t
-                out = []
-                pos = 0
-                for source, h, chunks, meta, stale in item:
-                    n = len(chunks)
-                    bad = [failures[i] for i in range(pos, pos + n) if i in failures]
-                    if bad:
-                        report.failed.append((source, f"embedding failed: {bad[0]}"))
-                        budget.release(held.pop(source, 0))
-                    else:
-                        out.append((source, h, chunks, rows[pos:pos + n], meta, stale,
-                                    int(fresh[pos:pos + n].sum())))
-                    pos += n
-                counters["embedded"] += int(fresh.sum())
-                emit()
-                if out:
-                    await q_write.put(out)
+
+        async def embed_group(
+            item: list[tuple[str, str, list[Chunk], dict[str, Any], list[str]]], dim: int,
+        ) -> None:
+            texts = [embed_text(c) for _, _, chunks, _, _ in item for c in chunks]
+            rows, failures, fresh, reused = await embed_texts(
+                self.embedder, self.store if self._reuse else None, texts, dim, tracker)
+            report.cache_hits += reused
+            out = []
+            pos = 0
+            for source, h, chunks, meta, stale in item:
+                n = len(chunks)
+                bad = [failures[i] for i in range(pos, pos + n) if i in failures]
+                if bad:
+                    report.failed.append((source, f"embedding failed: {bad[0]}"))
+                    budget.release(held.pop(source, 0))
+                else:
+                    out.append((source, h, chunks, rows[pos:pos + n], meta, stale,
+                                int(fresh[pos:pos + n].sum())))
+                pos += n
+            counters["embedded"] += int(fresh.sum())
+            emit()
+            if out:
+                await q_write.put(out)
 
         async def writer() -> None:
             finished = 0
@@ -1066,7 +1128,9 @@ class Index:
 
     @staticmethod
     def _under(path: Path, roots: list[Path]) -> bool:
-        return any(path == r or r in path.parents for r in roots)
+        # compared as keys spell them (undecodable bytes of a name as \xNN)
+        path = Path(display_path(path))
+        return any(path == r or r in path.parents for r in (Path(display_path(r)) for r in roots))
 
     def _write(self, items: list[tuple[str, str, list[Chunk], np.ndarray, dict[str, Any]]],
                stale: list[str]) -> None:
@@ -1085,41 +1149,61 @@ class Index:
 
     async def _search(self, query: str, k: int, mode: str,
                       where: dict[str, Any] | None, reranker: Any = None,
-                      rerank_depth: int | None = None) -> list[Hit]:
+                      rerank_depth: int | None = None, rank_by: str | None = None) -> list[Hit]:
         if mode not in ("vector", "keyword", "hybrid"):
             raise ConfigError(f"mode must be vector, keyword or hybrid, not {mode!r}")
+        rank_by = self.rank_by if rank_by is None else rank_by
+        if rank_by not in ("document", "chunk"):
+            raise ConfigError(f"rank_by must be document or chunk, not {rank_by!r}")
         if not isinstance(query, str) or not query.strip():
             raise BadRequestError("the query is empty")
         if reranker is not None:
             from .rerank import DEFAULT_RERANK_DEPTH, arerank
 
             depth = max(k, rerank_depth if rerank_depth is not None else DEFAULT_RERANK_DEPTH)
-            hits = await self._search(query, depth, mode, where)
+            hits = await self._search(query, depth, mode, where, rank_by=rank_by)
             return await arerank(reranker, query, hits, k)
+        if k <= 0:
+            return []
+        fetch = k if rank_by == "chunk" else max(k, DEFAULT_DOCUMENT_RANKING.candidates)
         rt = get_runtime()
         if mode == "keyword":
-            return await rt.to_thread(self.store.search_keyword, query, k, where=where)
+            hits = await rt.to_thread(self.store.search_keyword, query, fetch, where=where)
+            return hits[:k] if rank_by == "chunk" else rank_by_document(hits, k)
         qv = await self._embed_query(query)
         if mode == "vector":
-            return await rt.to_thread(self.store.search_vector, qv, k, where=where)
-        return await rt.to_thread(self.store.search_hybrid, query, qv, k, where=where)
+            hits = await rt.to_thread(self.store.search_vector, qv, fetch, where=where)
+        else:
+            hits = await rt.to_thread(self.store.search_hybrid, query, qv, fetch, where=where)
+        if rank_by == "chunk":
+            return hits[:k]
+        doc_scores = None
+        scorer = getattr(self.store, "document_scores", None)
+        if scorer is not None and len({h.source for h in hits}) > 1:
+            doc_scores = await rt.to_thread(scorer, qv, [h.source for h in hits])
+        return rank_by_document(hits, k, document_scores=doc_scores)
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid",
                where: dict[str, Any] | None = None, *, reranker: Any = None,
-               rerank_depth: int | None = None) -> list[Hit]:
-        """Top-k chunks for ``query``: ``vector``, ``keyword`` (BM25) or ``hybrid`` (RRF).
+               rerank_depth: int | None = None, rank_by: str | None = None) -> list[Hit]:
+        """Top-k chunks for ``query``: ``vector``, ``keyword`` (BM25) or ``hybrid`` (both, fused).
 
         ``where`` filters on metadata (``{"lang": "en"}``; ``source`` is a glob on the key).
+        ``rank_by="document"`` (the default, from :attr:`rank_by`) orders the hits by document
+        first (:mod:`parallelrag.pipeline.grouping`): a document's best chunk ranks with the
+        support of its other matching chunks, and further chunks of one document are pushed
+        down, so the top k spans more documents; ``"chunk"`` keeps the store's chunk order.
         ``reranker`` (:mod:`parallelrag.pipeline.rerank`; off by default): the top
         ``rerank_depth`` hits (default 20) are reranked and the best ``k`` returned."""
-        return run_sync(self._search(query, k, mode, where, reranker, rerank_depth),
+        return run_sync(self._search(query, k, mode, where, reranker, rerank_depth, rank_by),
                         alternative="await index.asearch(...)")
 
     async def asearch(self, query: str, k: int = 5, mode: str = "hybrid",
                       where: dict[str, Any] | None = None, *, reranker: Any = None,
-                      rerank_depth: int | None = None) -> list[Hit]:
+                      rerank_depth: int | None = None, rank_by: str | None = None) -> list[Hit]:
         """Async twin of :meth:`search`."""
-        return await run_async(self._search(query, k, mode, where, reranker, rerank_depth))
+        return await run_async(self._search(query, k, mode, where, reranker, rerank_depth,
+                                            rank_by))
 
     # ------------------------------------------------------------------ answers
     def _messages(self, question: str, hits: list[Hit], prompt: str | None,
@@ -1291,9 +1375,10 @@ class Index:
     # ------------------------------------------------------------------ admin
     def _remove(self, key: str) -> int:
         """Remove a document by key, or every document of a file (any spelling of its path)."""
+        given, key = key, display_path(key)  # a path as the OS gives it: as keys spell it
         if self.store.remove_document(key):
             return 1
-        fkey = self.file_key(key)
+        fkey = self.file_key(given)
         n = 0
         for d in self.store.documents():
             if self._is_file_doc(d.metadata) and self._owner(d.source, d.metadata) in (key, fkey):

@@ -55,7 +55,8 @@ _STOP = {
 class AnthropicCompat:
     """Endpoint, credentials and shared resilience for one (base_url, model) of the Messages API.
 
-    ``proxy`` and ``verify`` as for :class:`~parallelrag.providers.openai.OpenAICompat`: an
+    ``proxy``, ``verify`` and ``max_response_bytes`` as for
+    :class:`~parallelrag.providers.openai.OpenAICompat`: an
     explicit proxy URL wins over the ``*_PROXY`` environment variables; ``verify`` is ``True``,
     a CA bundle path, an :class:`ssl.SSLContext` or ``False``. Headers are built once here;
     the key's value is masked in reprs.
@@ -73,6 +74,7 @@ class AnthropicCompat:
         version: str = ANTHROPIC_VERSION,
         proxy: str | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        max_response_bytes: int | None = None,
     ) -> None:
         if not model:
             raise ConfigError("an Anthropic model name is required")
@@ -82,7 +84,8 @@ class AnthropicCompat:
         self.provider = "anthropic"
         self.version = version
         self.timeouts = Timeouts.of(timeouts)
-        self.http = HttpOptions(proxy=proxy, verify=verify)
+        self.http = HttpOptions(proxy=proxy, verify=verify,
+                                max_response_bytes=max_response_bytes)
         self.extra_headers = masked_headers(headers or {})
         url = base_url or env("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
         if not url.startswith(("http://", "https://")):

@@ -10,7 +10,8 @@ to the Messages API.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -133,15 +134,38 @@ def parse_arguments(raw: Any, name: str, provider: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- SSE
+#: (max_response_bytes, provider) of the stream :func:`open_stream` has open in this task: the
+#: default bound of an :class:`SSEDecoder` made inside its ``async with`` block
+_STREAM_LIMIT: ContextVar[tuple[int, str] | None] = ContextVar("parallelrag_stream_limit",
+                                                                default=None)
+
+
 class SSEDecoder:
-    """Incremental Server-Sent Events decoder: feed bytes, get complete ``(event, data)`` pairs."""
+    """Incremental Server-Sent Events decoder: feed bytes, get complete ``(event, data)`` pairs.
 
-    __slots__ = ("_buf", "_data", "_event")
+    One event (its data lines together) or one line may be at most ``max_event_bytes``; more is
+    a :class:`~parallelrag.errors.ResponseTooLargeError`, so a stream that never ends a line
+    cannot fill memory, while a long stream of ordinary events is not limited as a whole.
+    Default: the ``max_response_bytes`` of the provider whose stream :func:`open_stream` has
+    open, else ``PARALLELRAG_MAX_RESPONSE_BYTES`` or 64 MiB.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "_data", "_event", "_limit", "_provider", "_size")
+
+    def __init__(self, max_event_bytes: int | None = None, provider: str | None = None) -> None:
         self._buf = bytearray()
         self._event = ""
         self._data: list[str] = []
+        self._size = 0  # bytes of the data lines of the event being read
+        current = _STREAM_LIMIT.get()
+        if max_event_bytes is None:
+            max_event_bytes = (current[0] if current is not None
+                               else http.max_response_bytes_from_env())
+        self._limit = max_event_bytes
+        self._provider = provider or (current[1] if current is not None else None)
+
+    def _too_large(self) -> ProviderError:
+        return http.too_large("a stream event", None, self._limit, self._provider)
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         self._buf += chunk
@@ -152,6 +176,8 @@ class SSEDecoder:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
+            if nl - start > self._limit:
+                raise self._too_large()
             line = bytes(buf[start:nl])
             start = nl + 1
             if line.endswith(b"\r"):
@@ -159,6 +185,8 @@ class SSEDecoder:
             self._line(line, out)
         if start:
             del buf[:start]
+        if len(buf) > self._limit:  # a line that does not end
+            raise self._too_large()
         return out
 
     def flush(self) -> list[tuple[str, str]]:
@@ -177,6 +205,7 @@ class SSEDecoder:
                 out.append((self._event or "message", "\n".join(self._data)))
             self._event = ""
             self._data = []
+            self._size = 0
             return
         if line.startswith(b":"):
             return
@@ -184,6 +213,9 @@ class SSEDecoder:
         if value.startswith(b" "):
             value = value[1:]
         if name == b"data":
+            self._size += len(value)
+            if self._size > self._limit:
+                raise self._too_large()
             self._data.append(value.decode("utf-8", "replace"))
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
@@ -198,7 +230,9 @@ async def open_stream(
     The request goes through :func:`parallelrag.providers.http.stream` (the one HTTP stack:
     proxies, TLS options, redirects); rate-limit headers feed the shared limiter. Non-2xx → the
     matching ProviderError (body read); transport failures while reading → translated. On exit
-    the response is released if it was read to the end and closed otherwise.
+    the response is released if it was read to the end and closed otherwise. An
+    :class:`SSEDecoder` made inside the block bounds each event by the provider's
+    ``max_response_bytes``.
     """
     hdrs = {**api.headers(), "accept": "text/event-stream", **(extra_headers or {})}
     async with http.stream(
@@ -206,7 +240,12 @@ async def open_stream(
         data=http.json_bytes(payload), timeouts=api.timeouts, options=api.http,
     ) as resp:
         api.resilience.rate_limiter.update_from_headers(resp.headers)
-        yield resp
+        token = _STREAM_LIMIT.set((api.http.max_response_bytes, api.provider))
+        try:
+            yield resp
+        finally:
+            with suppress(ValueError):  # finalised in another context: nothing to restore
+                _STREAM_LIMIT.reset(token)
 
 
 def error_from_payload(err: Any, provider: str) -> ProviderError:

@@ -26,6 +26,14 @@ What it adds on top of aiohttp, and why:
   connection, never a POST: a request cut off after it was written surfaces as
   :class:`~parallelrag.errors.ProviderConnectionError`, so the retry policy decides, the rate
   limiter is asked again and the stats count it.
+* **Bounded bodies.** A response body is read up to ``max_response_bytes`` (default
+  :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB, after decompression; ``PARALLELRAG_MAX_RESPONSE_BYTES``
+  or ``HttpOptions(max_response_bytes=)``): past it the connection is dropped and the request
+  fails with :class:`~parallelrag.errors.ResponseTooLargeError`, so a huge or endless body (a
+  misbehaving server, a proxy or captive portal) never fills memory. A streamed response is
+  bounded per event (line), not as a whole (see :class:`~parallelrag.providers.chat_openai.SSEDecoder`).
+  Error responses (4xx/5xx) and redirects are read for their first :data:`ERROR_BODY_BYTES`
+  only: their status decides the error, the message needs no more.
 * **Typed errors with their detail**, never an API key: connect / read / total timeouts say which
   and how many seconds; a certificate that fails verification is a
   :class:`~parallelrag.errors.TLSVerificationError` (a ProviderConnectionError) with the
@@ -65,6 +73,7 @@ from ..errors import (
     ProviderTimeoutError,
     RateLimitError,
     ResponseError,
+    ResponseTooLargeError,
     ServerError,
     TLSVerificationError,
 )
@@ -73,6 +82,8 @@ from ..runtime import get_runtime
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "ERROR_BODY_BYTES",
     "KEEPALIVE_TIMEOUT_S",
     "MAX_REDIRECTS",
     "HttpOptions",
@@ -81,10 +92,13 @@ __all__ = [
     "get_session",
     "json_bytes",
     "masked_headers",
+    "max_response_bytes_from_env",
+    "read_body",
     "request",
     "safe_url",
     "send",
     "stream",
+    "too_large",
     "translate_exception",
 ]
 
@@ -94,6 +108,12 @@ KEEPALIVE_TIMEOUT_S = 15.0
 MAX_REDIRECTS = 5
 #: request headers that carry a credential: masked in reprs, dropped on a cross-origin redirect
 CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+#: the largest response body read (after decompression), and the largest event (line) of a
+#: streamed response, unless ``PARALLELRAG_MAX_RESPONSE_BYTES`` or ``max_response_bytes=`` says
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: bytes of an error (4xx/5xx) or redirect response read; the rest is dropped with the connection
+ERROR_BODY_BYTES = 64 * 1024
+_MAX_RESPONSE_ENV = "PARALLELRAG_MAX_RESPONSE_BYTES"
 
 _SESSION_KEY = "http.session"
 _SECRET_QUERY = re.compile(r"(?i)key|token|secret|sig|password|passwd|auth|credential|code")
@@ -137,6 +157,25 @@ def get_session() -> aiohttp.ClientSession:
 
 
 # --------------------------------------------------------------------------- options
+def _check_limit(value: object, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{source} must be a positive number of bytes, not {value!r}")
+    return value
+
+
+def max_response_bytes_from_env() -> int:
+    """``PARALLELRAG_MAX_RESPONSE_BYTES`` (a positive integer of bytes), else the default."""
+    raw = os.environ.get(_MAX_RESPONSE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RESPONSE_BYTES
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{_MAX_RESPONSE_ENV} must be a positive number of bytes, "
+                          f"not {raw[:40]!r}") from None
+    return _check_limit(value, _MAX_RESPONSE_ENV)
+
+
 #: (proxy URL without user info, headers for the proxy: Proxy-Authorization, masked) or Nones
 _ProxyChoice = tuple[URL | None, Mapping[str, str] | None]
 
@@ -198,20 +237,25 @@ def _default_ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSL
 
 
 class HttpOptions:
-    """Per-provider connection options: ``proxy`` (None = from the environment) and ``verify``
-    (see the module docstring). Invalid values are a ConfigError at construction.
+    """Per-provider connection options: ``proxy`` (None = from the environment), ``verify``
+    and ``max_response_bytes`` (None = ``PARALLELRAG_MAX_RESPONSE_BYTES``, else
+    :data:`DEFAULT_MAX_RESPONSE_BYTES`; see the module docstring). Invalid values are a
+    ConfigError at construction.
 
-    The environment (``*_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``) is read here,
-    when the provider is created, as httpx reads it when a client is created; nothing is looked
-    up per request.
+    The environment (``*_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``, ``SSL_CERT_DIR``,
+    ``PARALLELRAG_MAX_RESPONSE_BYTES``) is read here, when the provider is created, as httpx reads
+    it when a client is created; nothing is looked up per request.
     """
 
-    __slots__ = ("_env", "_proxy", "_ssl", "_ssl_env", "proxy", "verify")
+    __slots__ = ("_env", "_proxy", "_ssl", "_ssl_env", "max_response_bytes", "proxy", "verify")
 
     def __init__(self, proxy: str | None = None,
-                 verify: bool | str | os.PathLike[str] | ssl.SSLContext = True) -> None:
+                 verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+                 max_response_bytes: int | None = None) -> None:
         self.proxy = proxy
         self.verify = verify
+        self.max_response_bytes = (max_response_bytes_from_env() if max_response_bytes is None
+                                   else _check_limit(max_response_bytes, "max_response_bytes"))
         self._proxy: _ProxyChoice | None = _parse_proxy(proxy, "proxy=") if proxy else None
         get = os.environ.get
         env = tuple(get(name) for name in _PROXY_ENV)
@@ -238,7 +282,8 @@ class HttpOptions:
 
     def __repr__(self) -> str:
         proxy = safe_url(self._proxy[0]) if self._proxy and self._proxy[0] else None
-        return f"HttpOptions(proxy={proxy!r}, verify={self.verify!r})"
+        return (f"HttpOptions(proxy={proxy!r}, verify={self.verify!r}, "
+                f"max_response_bytes={self.max_response_bytes!r})")
 
     def proxy_for(self, url: URL) -> _ProxyChoice:
         """The proxy (and its headers) for ``url``: the explicit one, else the environment's."""
@@ -469,6 +514,53 @@ def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
 _TRANSPORT_ERRORS = (aiohttp.ClientError, HttpProcessingError, OSError, asyncio.TimeoutError)
 
 
+def too_large(what: str, url: str | URL | None, limit: int, provider: str | None,
+              status: int | None = None) -> ResponseTooLargeError:
+    """The error for ``what`` (e.g. "response body") over ``limit`` bytes; the URL loses its
+    credential-like query values."""
+    where = f" from {safe_url(url)}" if url is not None else ""
+    return ResponseTooLargeError(
+        f"{what}{where} is larger than the limit of {limit} bytes; the connection was dropped "
+        f"(raise it with max_response_bytes= or {_MAX_RESPONSE_ENV})",
+        limit=limit, provider=provider, status_code=status)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str,
+                    url: str | URL) -> bytes:
+    """The whole body of ``resp``, at most ``limit`` bytes (after decompression): a declared
+    ``Content-Length`` over it fails before reading, a body that grows past it fails there
+    (:class:`~parallelrag.errors.ResponseTooLargeError`); the caller closes the response."""
+    declared = resp.content_length
+    if (declared is not None and declared > limit
+            and resp.headers.get("content-encoding", "").strip().lower() in ("", "identity")):
+        raise too_large("response body", url, limit, provider, resp.status)
+    chunks: list[bytes] = []
+    size = 0
+    content = resp.content
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise too_large("response body", url, limit, provider, resp.status)
+        chunks.append(chunk)
+
+
+async def _read_prefix(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of the body, and whether that was all of it (then the connection
+    can be reused; otherwise the caller closes it)."""
+    buf = bytearray()
+    content = resp.content
+    while len(buf) < cap:
+        chunk = await content.readany()
+        if not chunk:
+            return bytes(buf), True
+        buf += chunk
+    whole = content.at_eof() and len(buf) <= cap
+    return bytes(buf[:cap]), whole
+
+
 # --------------------------------------------------------------------------- sending
 async def send(
     method: str,
@@ -526,15 +618,18 @@ async def send(
                 "are followed for API requests; point base_url at the new location",
                 provider=provider, status_code=status, request_id=_request_id(resp.headers),
             )
-        try:
-            await resp.read()  # a small body: read it so the connection can be reused
+        try:  # a small body: read it so the connection can be reused
+            _, whole = await _read_prefix(resp, ERROR_BODY_BYTES)
         except asyncio.CancelledError:
             resp.close()
             raise
         except Exception:
             resp.close()
         else:
-            resp.release()
+            if whole:
+                resp.release()
+            else:
+                resp.close()
         try:
             nxt = target.join(URL(location))
         except ValueError:
@@ -566,8 +661,12 @@ async def request(
     """One HTTP request, fully read. Raises a ProviderError for non-2xx or transport failures.
 
     ``headers`` go out as given (add ``content-type`` there to avoid a copy per call); the body is
-    ``data`` or ``json_body`` serialized once.
+    ``data`` or ``json_body`` serialized once. A body over ``options.max_response_bytes`` is a
+    :class:`~parallelrag.errors.ResponseTooLargeError`; of a non-2xx body only the first
+    :data:`ERROR_BODY_BYTES` are read (for the error's message).
     """
+    if options is None:
+        options = HttpOptions()
     if data is None and json_body is not None:
         data = json_bytes(json_body)
     if headers is None:
@@ -576,16 +675,23 @@ async def request(
         headers = {**_JSON_HEADERS, **headers}
     resp = await send(method, url, provider=provider, headers=headers, data=data,
                       timeouts=timeouts, options=options)
+    status = resp.status
     try:
-        body = await resp.read()
+        if status >= 400:
+            body, whole = await _read_prefix(resp, ERROR_BODY_BYTES)
+        else:
+            body, whole = await read_body(resp, options.max_response_bytes, provider=provider,
+                                          url=url), True
     except asyncio.CancelledError:
         resp.close()
         raise
     except Exception as exc:
         resp.close()
         raise translate_exception(exc, provider, url=url, timeouts=timeouts) from None
-    resp.release()
-    status = resp.status
+    if whole:
+        resp.release()
+    else:
+        resp.close()
     if status >= 400:
         raise error_for_status(status, resp.headers, body, provider)
     return HttpResponse(status, resp.headers, body)
@@ -614,7 +720,7 @@ async def stream(
     try:
         if resp.status >= 400:
             try:
-                body = await resp.read()
+                body, _ = await _read_prefix(resp, ERROR_BODY_BYTES)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -38,8 +38,10 @@ class OpenAICompat:
     ``proxy``: an ``http://`` or ``https://`` proxy URL for every request of this provider (wins
     over ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``, which apply otherwise).
     ``verify``: ``True`` (system CAs, honouring ``SSL_CERT_FILE``), a CA bundle path, an
-    :class:`ssl.SSLContext`, or ``False`` (no certificate checks). Headers are built once here;
-    values that carry the key are masked in reprs.
+    :class:`ssl.SSLContext`, or ``False`` (no certificate checks). ``max_response_bytes``: the
+    largest response body (and stream event) read before the request fails with
+    :class:`~parallelrag.errors.ResponseTooLargeError` (default ``PARALLELRAG_MAX_RESPONSE_BYTES``,
+    else 64 MiB). Headers are built once here; values that carry the key are masked in reprs.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class OpenAICompat:
         provider: str | None = None,
         proxy: str | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        max_response_bytes: int | None = None,
     ) -> None:
         if not model and not azure_deployment:
             raise ConfigError("a model (or Azure deployment) name is required")
@@ -64,7 +67,8 @@ class OpenAICompat:
             raise ConfigError(f"the model name must be a string, not {model!r}")
         self.model = model or (azure_deployment or "")
         self.timeouts = Timeouts.of(timeouts)
-        self.http = HttpOptions(proxy=proxy, verify=verify)
+        self.http = HttpOptions(proxy=proxy, verify=verify,
+                                max_response_bytes=max_response_bytes)
         self.extra_headers = masked_headers(headers or {})
         self.azure = azure_endpoint is not None or azure_deployment is not None
         if self.azure:

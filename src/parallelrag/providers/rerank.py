@@ -40,7 +40,9 @@ class HttpReranker:
     ``base_url``: the API root (``https://api.cohere.com/v2``, ``https://api.jina.ai/v1``,
     ``http://localhost:8080`` for TEI); the request goes to ``{base_url}/{path}``. ``api_key``
     defaults to ``PARALLELRAG_RERANK_API_KEY``. ``max_chars`` trims each passage (servers
-    reject over-long inputs). Implements :class:`parallelrag.pipeline.rerank.Reranker`.
+    reject over-long inputs). ``max_response_bytes`` as for
+    :class:`~parallelrag.providers.openai.OpenAICompat`. Implements
+    :class:`parallelrag.pipeline.rerank.Reranker`.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class HttpReranker:
         provider: str = "rerank",
         proxy: str | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        max_response_bytes: int | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -74,7 +77,8 @@ class HttpReranker:
         self.extra_headers = dict(headers or {})
         self.max_chars = max_chars
         self.provider = provider
-        self.http = HttpOptions(proxy=proxy, verify=verify)  # proxies from the environment too
+        self.http = HttpOptions(proxy=proxy, verify=verify,  # proxies from the environment too
+                                max_response_bytes=max_response_bytes)
         self.resilience: Resilience = shared_resilience((self.base_url, model or "rerank"),
                                                         resilience)
 

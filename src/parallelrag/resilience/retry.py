@@ -26,6 +26,7 @@ from ..errors import (
     ProviderTimeoutError,
     RateLimitError,
     ResponseError,
+    ResponseTooLargeError,
     ServerError,
     TLSVerificationError,
 )
@@ -192,12 +193,13 @@ def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
 
     Retried: 429, 5xx in ``retry_statuses`` (or without a status), timeouts, connection errors,
     malformed responses, and any ProviderError whose status is in ``retry_statuses`` (408/409).
-    Never: authentication, bad requests, an open circuit, other 4xx, and exceptions that are not
+    Never: authentication, bad requests, an open circuit, a certificate the verifier rejects, a
+    response over the size limit, other 4xx, and exceptions that are not
     ParallelRagErrors (the HTTP layer translates transport errors into ours).
     """
     if isinstance(exc, (CircuitOpenError, AuthenticationError, BadRequestError,
-                        TLSVerificationError)):
-        return False  # the same request would fail the same way (a TLS certificate, a key)
+                        TLSVerificationError, ResponseTooLargeError)):
+        return False  # the same request would fail the same way (a certificate, a key, a size)
     if isinstance(exc, (ProviderTimeoutError, ProviderConnectionError, ResponseError)):
         return True
     if isinstance(exc, (RateLimitError, ServerError)):

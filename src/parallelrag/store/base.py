@@ -14,7 +14,10 @@ Every store (embedded SQLite, PostgreSQL, a user's own) passes the one contract 
   texts that are embedded again (re-ingest, re-split): a store keeps each vector once.
 * **Search**: ``search_vector`` (cosine, higher is better), ``search_keyword`` (BM25 over
   ``context`` + ``text``, higher is better), ``search_hybrid`` (reciprocal-rank fusion via
-  :mod:`parallelrag.store.fusion`), each with an optional :data:`Filter`.
+  :mod:`parallelrag.store.fusion`), each with an optional :data:`Filter`. Optionally
+  ``document_scores(query, sources)``: the query's cosine with each document's centroid (see
+  :class:`CentroidCache`), which the documents-first order of ``Index.search`` uses where a
+  store has it.
 * **Config**: :meth:`VectorStore.load_config` / :meth:`VectorStore.save_config` keep the index's
   build settings (embedder spec, splitter settings) inside the store, so a server store needs no
   local files. The dict is JSON-serialisable; the store saves it as a whole, atomically.
@@ -25,7 +28,9 @@ Every store (embedded SQLite, PostgreSQL, a user's own) passes the one contract 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -36,7 +41,8 @@ import numpy.typing as npt
 from parallelrag.documents import Chunk
 
 __all__ = [
-    "DocumentItem", "DocumentRecord", "Filter", "Hit", "VectorStore", "embed_text", "text_key",
+    "CentroidCache", "DocumentItem", "DocumentRecord", "Filter", "Hit", "VectorStore",
+    "centroids", "embed_text", "text_key",
 ]
 
 #: ``{"source": "docs/*.md", "lang": "en"}``: ``source`` is an fnmatch glob on the document's
@@ -53,6 +59,66 @@ def embed_text(chunk: Chunk) -> str:
     return f"{chunk.context}\n\n{chunk.text}" if chunk.context else chunk.text
 
 
+def centroids(rows: Iterable[tuple[str, npt.NDArray[np.float32]]]) -> dict[str, npt.NDArray[np.float32]]:
+    """source → the normalised mean of that source's vectors in ``rows`` (``(source, vector)``
+    pairs; a pre-averaged vector per source works too)."""
+    sums: dict[str, npt.NDArray[np.float64]] = {}
+    for src, vec in rows:
+        acc = sums.get(src)
+        sums[src] = np.asarray(vec, np.float64) if acc is None else acc + vec
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    for src, total in sums.items():
+        n = float(np.linalg.norm(total))
+        out[src] = (total / n if n > 0 else total).astype(np.float32)
+    return out
+
+
+class CentroidCache:
+    """Document centroids by ``(source, content hash)``, so that ranking by document reads a
+    document's chunk vectors once, not on every search; a replaced document has a new hash and
+    is read again. Thread-safe; keeps the ``max_docs`` most recently used."""
+
+    def __init__(self, max_docs: int = 20_000) -> None:
+        self._max = max_docs
+        self._data: OrderedDict[str, tuple[str, npt.NDArray[np.float32]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def has(self, source: str, content_hash: str) -> bool:
+        """Whether the centroid of this version of ``source`` is cached."""
+        with self._lock:
+            got = self._data.get(source)
+            return got is not None and got[0] == content_hash
+
+    def scores(
+        self,
+        query: npt.NDArray[np.float32],
+        hashes: Mapping[str, str],
+        compute: Callable[[list[str]], dict[str, npt.NDArray[np.float32]]],
+    ) -> dict[str, float]:
+        """source → cosine of ``query`` with its centroid, for the sources of ``hashes``
+        (source → content hash); ``compute(missing sources)`` gives the centroids not cached."""
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        with self._lock:
+            for src, h in hashes.items():
+                got = self._data.get(src)
+                if got is not None and got[0] == h:
+                    self._data.move_to_end(src)
+                    found[src] = got[1]
+        missing = [src for src in hashes if src not in found]
+        if missing:
+            fresh = compute(missing)
+            found.update(fresh)
+            with self._lock:
+                for src, c in fresh.items():
+                    self._data[src] = (hashes[src], c)
+                    self._data.move_to_end(src)
+                while len(self._data) > self._max:
+                    self._data.popitem(last=False)
+        q = np.asarray(query, np.float32).reshape(-1)
+        qn = float(np.linalg.norm(q)) or 1.0
+        return {src: float(c @ q) / qn for src, c in found.items()}
+
+
 def text_key(text: str) -> bytes:
     """The 16-byte key a vector is stored and looked up under: sha256 of the embedded text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
@@ -63,7 +129,8 @@ class Hit:
     """One retrieved chunk.
 
     ``score`` is the ranking score of the search that produced it: cosine similarity for vector
-    search, BM25 (higher is better) for keyword search, the fused RRF score for hybrid search.
+    search, BM25 (higher is better) for keyword search, the fused score for hybrid search
+    (:mod:`parallelrag.store.fusion`).
     ``vector_score`` / ``keyword_score`` hold the per-list scores where the chunk was in that list.
     ``context`` is the text the chunk was embedded with besides its own (title, headings).
     """

@@ -75,7 +75,16 @@ from ._common import (
     unpack_item,
 )
 from ._common import loads_metadata as _loads
-from .base import DocumentItem, DocumentRecord, Filter, Hit, embed_text, text_key
+from .base import (
+    CentroidCache,
+    DocumentItem,
+    DocumentRecord,
+    Filter,
+    Hit,
+    centroids,
+    embed_text,
+    text_key,
+)
 from .vectors import DEFAULT_ANN_THRESHOLD, VectorIndex, _RowFile
 
 try:
@@ -310,6 +319,7 @@ class EmbeddedStore:
         #: "file": the vectors are only in the directory's vector file (written before each
         #: commit); "sqlite": only in the chunk rows (read into a private file at every open).
         self._layout = "sqlite"
+        self._centroids = CentroidCache()
         self._lock_fd = -1
         # read-only openers keep a private vector file outside the directory (it may be read-only)
         self._index = VectorIndex(
@@ -1354,6 +1364,47 @@ class EmbeddedStore:
         from .fusion import fuse
 
         return apply_fused(fuse(vec, kw, k, rrf_k=rrf_k), present)
+
+    def document_scores(
+        self, query: npt.NDArray[np.float32], sources: Sequence[str]
+    ) -> dict[str, float]:
+        """The cosine of ``query`` with each document's centroid (the normalised mean of all its
+        chunk vectors), for the documents of ``sources`` that exist: how well a document as a
+        whole matches, for ranking search results by document. Centroids are cached per
+        document version."""
+        q = self._query_vec(query)
+        wanted = list(dict.fromkeys(sources))
+        if not wanted:
+            return {}
+        conn = self._snapshot()
+        try:
+            hashes = dict(conn.execute(
+                "SELECT source, content_hash FROM documents WHERE source IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(wanted).decode()],
+            ).fetchall())
+
+            def compute(missing: list[str]) -> dict[str, F32]:
+                if self._layout == "file":
+                    self._refresh(conn)
+                rows = conn.execute(
+                    "SELECT id, source, vector FROM chunks WHERE source IN (SELECT value FROM json_each(?))",
+                    [orjson.dumps(missing).decode()],
+                ).fetchall()
+                vecs: dict[int, F32] = {}
+                file_ids = []
+                for cid, _, blob in rows:
+                    if len(blob) == self._dimension * 4:
+                        vecs[cid] = np.frombuffer(blob, dtype=np.float32)
+                    else:
+                        file_ids.append(cid)
+                if file_ids:
+                    ids, mat = self._index.vectors_of(np.array(sorted(file_ids), dtype=np.int64))
+                    vecs.update(zip(ids.tolist(), mat, strict=True))
+                return centroids((src, vecs[cid]) for cid, src, _ in rows if cid in vecs)
+
+            return self._centroids.scores(q, hashes, compute)
+        finally:
+            conn.execute("COMMIT")
 
     def get_chunks(self, ids: Iterable[int]) -> list[Hit]:
         """The chunks with these ids, in the order given; unknown ids are skipped."""

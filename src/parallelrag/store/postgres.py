@@ -6,8 +6,9 @@ each index lives in a schema of that name, so several indexes share one database
     store = PostgresStore.open("postgresql://user@host/db?index=docs", dimension=384, model_id="m")
 
 Other query parameters go to libpq unchanged (``host=/socket/dir``, ``sslmode=...``), except
-``ann_threshold`` (int), ``ann`` (``0``/``1``) and ``halfvec`` (``0``/``1``), which set the keyword
-arguments of :meth:`PostgresStore.open` of the same names.
+``ann_threshold`` (int), ``ann`` (``0``/``1``), ``halfvec`` (``0``/``1``), ``pool_size`` (int) and
+``build_memory`` (``2GB``), which set the keyword arguments of :meth:`PostgresStore.open` of the
+same names.
 
 Layout of schema ``<index>``::
 
@@ -81,7 +82,16 @@ from parallelrag.errors import ConfigError, StoreError
 from parallelrag.runtime import run_sync
 
 from ._common import apply_fused, check_manifest, filter_items, unpack_item
-from .base import DocumentItem, DocumentRecord, Filter, Hit, embed_text, text_key
+from .base import (
+    CentroidCache,
+    DocumentItem,
+    DocumentRecord,
+    Filter,
+    Hit,
+    centroids,
+    embed_text,
+    text_key,
+)
 from .fusion import fuse
 from .vectors import DEFAULT_ANN_THRESHOLD
 
@@ -112,7 +122,9 @@ _PLAIN_MAX_DIM = 1024  # vectors up to 4 KB stay in the row (a page holds 8 KB)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _COPY_PIECE = 1 << 20  # bytes per copy.write
-_OPTION_KEYS = ("index", "ann_threshold", "ann", "halfvec", "pool_size")
+_OPTION_KEYS = ("index", "ann_threshold", "ann", "halfvec", "pool_size", "build_memory")
+DEFAULT_BUILD_MEMORY = "1GB"
+_MEMORY = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB|TB)$")
 
 F32 = npt.NDArray[np.float32]
 
@@ -415,6 +427,7 @@ class PostgresStore:
         ann: bool,
         halfvec: bool,
         pool_size: int,
+        build_memory: str = DEFAULT_BUILD_MEMORY,
     ) -> None:
         self._conninfo = conninfo
         self._safe_url = safe_url
@@ -426,6 +439,8 @@ class PostgresStore:
         self._ann = ann and dimension <= _MAX_HNSW_HALFVEC
         self._halfvec = halfvec or dimension > _MAX_HNSW_VECTOR
         self._pool_size = pool_size
+        self._build_memory = build_memory
+        self._centroids = CentroidCache()
         self._pool: AsyncConnectionPool[Any] | None = None
         self._pool_pid = 0
         self._closed = False
@@ -454,13 +469,18 @@ class PostgresStore:
         ann: bool | None = None,
         halfvec: bool | None = None,
         pool_size: int | None = None,
+        build_memory: str | None = None,
     ) -> PostgresStore:
         """Open (or create) the index named by ``url``'s ``index`` parameter.
 
         ``ann_threshold``: chunks from which the HNSW index is built (default 20,000, or
         ``PARALLELRAG_ANN_THRESHOLD``); ``ann=False`` keeps search exact; ``halfvec=True`` builds
         the HNSW index on half-precision vectors (half the size; automatic above 2,000 dims);
-        ``pool_size``: connections per process (default 8). Raises :class:`ConfigError` when the
+        ``pool_size``: connections per process (default 8); ``build_memory``: the
+        ``maintenance_work_mem`` the HNSW build asks for (default ``1GB``; the server's own
+        setting when that is larger). pgvector builds fastest when the graph fits in it, about
+        ``chunks × (4 × dimension + 700)`` bytes (2.1 GB for a million 384-d chunks); past it
+        pgvector inserts the rest on disk, much slower. Raises :class:`ConfigError` when the
         index was built with another model or dimension, :class:`StoreError` when it is missing
         and ``create`` is false or the database cannot be reached.
         """
@@ -491,6 +511,10 @@ class PostgresStore:
             ann = _bool_option("ann", opts["ann"]) if "ann" in opts else True
         if halfvec is None:
             halfvec = _bool_option("halfvec", opts["halfvec"]) if "halfvec" in opts else False
+        if build_memory is None:
+            build_memory = opts.get("build_memory", DEFAULT_BUILD_MEMORY)
+        if not isinstance(build_memory, str) or not _MEMORY.match(build_memory):
+            raise ConfigError(f"build_memory must be a size such as 512MB or 2GB, got {build_memory!r}")
         store = cls(
             conninfo,
             _safe_url(url),
@@ -501,6 +525,7 @@ class PostgresStore:
             ann=ann,
             halfvec=halfvec,
             pool_size=max(1, pool_size),
+            build_memory=build_memory,
         )
         try:
             run_sync(store._ainit(create))
@@ -698,7 +723,11 @@ class PostgresStore:
             ).fetchone()
             if row is not None and not row[0]:  # left INVALID by an interrupted build
                 await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self._s}.chunks_hnsw")
-            await conn.execute("SET maintenance_work_mem = '1GB'")
+            await conn.execute(
+                "SELECT set_config('maintenance_work_mem', %s, false) WHERE "
+                "pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%s)",
+                (self._build_memory, self._build_memory),
+            )
             expr, ops = self._ann_expr
             await conn.execute(
                 f"CREATE INDEX CONCURRENTLY IF NOT EXISTS chunks_hnsw ON {self._s}.chunks "
@@ -1225,6 +1254,39 @@ class PostgresStore:
 
         result: list[Hit] = run_sync(self._read(go))
         return result
+
+    def document_scores(
+        self, query: npt.NDArray[np.float32], sources: Sequence[str]
+    ) -> dict[str, float]:
+        """The cosine of ``query`` with each document's centroid (the normalised mean of all its
+        chunk vectors, pgvector's ``avg``), for the documents of ``sources`` that exist.
+        Centroids are cached per document version (its content hash)."""
+        q = self._query_vec(query)
+        wanted = list(dict.fromkeys(sources))
+        if not wanted:
+            return {}
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[dict[str, str], dict[str, F32]]:
+            cur = await conn.execute(
+                f"SELECT source, content_hash FROM {self._s}.documents WHERE source = ANY(%s)", (wanted,)
+            )
+            hashes = {str(a): str(b) for a, b in await cur.fetchall()}
+            missing = [src for src in hashes if not self._centroids.has(src, hashes[src])]
+            means: dict[str, F32] = {}
+            if missing:
+                cur = await conn.execute(
+                    f"SELECT source, avg(embedding) FROM {self._s}.chunks WHERE source = ANY(%s) "
+                    "GROUP BY source",
+                    (missing,),
+                )
+                means = centroids(
+                    (src, np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, np.float32))
+                    for src, v in await cur.fetchall() if v is not None
+                )
+            return hashes, means
+
+        hashes, means = run_sync(self._read(go))
+        return self._centroids.scores(q, hashes, lambda missing: {m: means[m] for m in missing if m in means})
 
     def search_keyword(self, query: str, k: int = 5, *, where: Filter | None = None) -> list[Hit]:
         """Top-``k`` chunks by full-text rank (``score``, higher is better). Any string is safe."""

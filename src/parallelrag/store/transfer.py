@@ -28,8 +28,6 @@ import numpy.typing as npt
 from parallelrag.documents import Chunk
 from parallelrag.errors import ConfigError, StoreError
 
-from ._common import document_record, fetch_document_row
-from ._common import loads_metadata as _loads
 from .base import DocumentRecord, VectorStore
 from .embedded import DB_NAME, EmbeddedStore
 
@@ -91,38 +89,13 @@ def open_location(
 
 
 def _export_embedded(store: EmbeddedStore, sources: Sequence[str]) -> list[Exported]:
-    """Documents of an embedded store with chunks and vectors, read from one SQLite snapshot."""
-    db = store.path / DB_NAME
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-    try:
-        conn.execute("BEGIN")
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}
-        ctx = "context" if "context" in cols else "''"
-        out: list[Exported] = []
-        for src in sources:
-            d = fetch_document_row(conn, src)
-            if d is None:
-                continue
-            rec = document_record(d)
-            rows = conn.execute(
-                f"SELECT text, start_off, end_off, idx, metadata, {ctx}, vector FROM chunks "
-                "WHERE source = ? ORDER BY idx, id",
-                (src,),
-            ).fetchall()
-            chunks = [
-                Chunk(r[0], int(r[1]), int(r[2]), int(r[3]), _loads(r[4]), context=r[5] or "")
-                for r in rows
-            ]
-            if rows:
-                mat = np.frombuffer(b"".join(r[6] for r in rows), dtype=np.float32)
-                mat = mat.reshape(len(rows), store.dimension).copy()
-            else:
-                mat = np.zeros((0, store.dimension), np.float32)
-            out.append((rec, chunks, mat))
-        conn.execute("COMMIT")
-        return out
-    finally:
-        conn.close()
+    """Documents of an embedded store with chunks and vectors, from one snapshot.
+
+    The store reads them itself (:meth:`EmbeddedStore.export_documents`): with the vector file
+    (the default layout) the chunk rows hold no vector, only the store's index knows where each
+    one lives; a store that keeps them in the rows is read from there. Unknown sources are left
+    out. Raises :class:`StoreError` when a document changes while being read."""
+    return store.export_documents(sources)
 
 
 def _export(store: VectorStore, sources: Sequence[str]) -> list[Exported]:

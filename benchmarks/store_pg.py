@@ -242,6 +242,10 @@ def main() -> None:
     ap.add_argument("--writers-docs", type=int, default=2500, help="documents per writer process")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--md", default="")
+    ap.add_argument("--ef-search", default="100,200",
+                    help="PostgreSQL HNSW ef_search values to measure (comma-separated)")
+    ap.add_argument("--pg-only", action="store_true",
+                    help="only PostgreSQL: ingest, HNSW build and single-thread queries")
     ap.add_argument("--eval", default="", help="an embedded eval index (benchmarks/.cache/eval-NAME) to "
                     "compare with its PostgreSQL copy; 'only' after a comma skips the rest")
     args = ap.parse_args()
@@ -270,34 +274,34 @@ def main() -> None:
             truth = [set(np.argpartition(-(vecs @ q), 10)[:10].tolist()) for q in queries]
             g3 = np.flatnonzero((np.arange(n) // PER_DOC) % 10 == 3)
             truth_g3 = [set(g3[np.argpartition(-(vecs[g3] @ q), 10)[:10]].tolist()) for q in queries]
-            # embedded
             items = batches(vecs)
             stream = gen_vectors(20_000, seed=99)  # what the concurrent writer streams (new documents)
-            epath = base / f"emb{n}"
-            emb = EmbeddedStore.open(epath, dimension=DIM, model_id="bench")
-            t_ing = ingest(emb, items)
-            t0 = time.perf_counter()
-            emb.wait_for_index()
-            t_idx = time.perf_counter() - t0
-            ingest_rows.append(["embedded (SQLite + vector file)", f"{n:,}", f"{n / t_ing:,.0f}",
-                                f"{t_idx:.1f} s (usearch, background)"])
-            p50, p99, rc = query_stats(functools.partial(emb.search_vector, k=10), queries, truth)
-            query_rows.append(["embedded, usearch HNSW", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
-            emb.close()
-            emb_exact = EmbeddedStore.open(epath, dimension=DIM, model_id="bench", ann=False)
-            p50, p99, rc = query_stats(functools.partial(emb_exact.search_vector, k=10), queries, truth)
-            query_rows.append(["embedded, exact (numpy)", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
-            emb_exact.close()
-            if n == sizes[0]:
+            if not args.pg_only:  # the embedded store's rows
+                epath = base / f"emb{n}"
                 emb = EmbeddedStore.open(epath, dimension=DIM, model_id="bench")
+                t_ing = ingest(emb, items)
+                t0 = time.perf_counter()
                 emb.wait_for_index()
-                qps, p50, p99, _ = readers_while_writing(emb, stream, queries, args.seconds, 0, write=False)
-                conc_rows.append(["embedded", "8 readers alone", f"{qps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", "-"])
-                qps, p50, p99, wr = readers_while_writing(emb, stream, queries, args.seconds, 0, write=True)
-                conc_rows.append(["embedded", "8 readers + 1 writer", f"{qps:,.0f}", f"{p50:.2f}", f"{p99:.2f}",
-                                  f"{wr:,}"])
+                t_idx = time.perf_counter() - t0
+                ingest_rows.append(["embedded (SQLite + vector file)", f"{n:,}", f"{n / t_ing:,.0f}",
+                                    f"{t_idx:.1f} s (usearch, background)"])
+                p50, p99, rc = query_stats(functools.partial(emb.search_vector, k=10), queries, truth)
+                query_rows.append(["embedded, usearch HNSW", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
                 emb.close()
-            shutil.rmtree(epath, ignore_errors=True)
+                emb_exact = EmbeddedStore.open(epath, dimension=DIM, model_id="bench", ann=False)
+                p50, p99, rc = query_stats(functools.partial(emb_exact.search_vector, k=10), queries, truth)
+                query_rows.append(["embedded, exact (numpy)", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
+                emb_exact.close()
+                if n == sizes[0]:
+                    emb = EmbeddedStore.open(epath, dimension=DIM, model_id="bench")
+                    emb.wait_for_index()
+                    qps, p50, p99, _ = readers_while_writing(emb, stream, queries, args.seconds, 0, write=False)
+                    conc_rows.append(["embedded", "8 readers alone", f"{qps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", "-"])
+                    qps, p50, p99, wr = readers_while_writing(emb, stream, queries, args.seconds, 0, write=True)
+                    conc_rows.append(["embedded", "8 readers + 1 writer", f"{qps:,.0f}", f"{p50:.2f}", f"{p99:.2f}",
+                                      f"{wr:,}"])
+                    emb.close()
+                shutil.rmtree(epath, ignore_errors=True)
             # PostgreSQL: ingest below the threshold, then build the index (as a large ingest does)
             purl = f"{url}&index=bench{n}"
             # the HNSW graph in memory: about n × (4·DIM + 700) bytes, with headroom
@@ -315,13 +319,16 @@ def main() -> None:
             p50, p99, rc = query_stats(functools.partial(pg_exact.search_vector, k=10), queries[:50], truth[:50])
             query_rows.append(["PostgreSQL, exact scan", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
             pg_exact.close()
-            p50, p99, rc = query_stats(functools.partial(pg.search_vector, k=10), queries, truth)
-            query_rows.append(["PostgreSQL, HNSW (ef_search 100)", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}", f"{rc:.3f}"])
+            for ef in [int(e) for e in args.ef_search.split(",")]:
+                with PostgresStore.open(purl, dimension=DIM, model_id="bench", ef_search=ef) as pg_ef:
+                    p50, p99, rc = query_stats(functools.partial(pg_ef.search_vector, k=10), queries, truth)
+                query_rows.append([f"PostgreSQL, HNSW (ef_search {ef})", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}",
+                                   f"{rc:.3f}"])
             p50, p99, rc = query_stats(functools.partial(pg.search_vector, k=10, where={"group": 3}),
                                        queries, truth_g3)
             query_rows.append(["PostgreSQL, HNSW + where (1/10 of rows)", f"{n:,}", f"{p50:.2f}", f"{p99:.2f}",
                                f"{rc:.3f}"])
-            if n == sizes[0]:
+            if n == sizes[0] and not args.pg_only:
                 qps, p50, p99, _ = readers_while_writing(pg, stream, queries, args.seconds, 0, write=False)
                 conc_rows.append(["PostgreSQL", "8 readers alone", f"{qps:,.0f}", f"{p50:.2f}", f"{p99:.2f}", "-"])
                 qps, p50, p99, wr = readers_while_writing(pg, stream, queries, args.seconds, 0, write=True)
@@ -333,6 +340,11 @@ def main() -> None:
                      ingest_rows)
         report.table("Vector query, k=10 (one thread)", ["search", "rows", "p50 ms", "p99 ms", "recall@10"],
                      query_rows)
+        if args.pg_only:
+            report.out(f"\nload average at end {os.getloadavg()[0]:.1f}")
+            if args.md:
+                report.write(args.md)
+            return
         report.table(f"Concurrent: 8 reader threads, {args.seconds:.0f} s, HNSW, {sizes[0]:,} rows",
                      ["store", "load", "queries/s", "p50 ms", "p99 ms", "writer rows/s"], conc_rows)
 

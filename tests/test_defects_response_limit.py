@@ -13,6 +13,7 @@ import asyncio
 import sys
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -117,15 +118,20 @@ def test_body_over_the_limit_with_content_length(limit_env: None) -> None:
     assert peak < 16 * 1024 * 1024, peak
 
 
-def test_endless_chunked_body_fails_promptly_in_bounded_memory(limit_env: None) -> None:
-    sent = Sent()
+def _endless_json(sent: Sent) -> Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]:
+    """A handler answering 200 with an endless chunked JSON body."""
 
     async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
         head = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
                 b"content-type: application/json\r\n\r\n")
         return await _endless(w, sent, head, PIECE)
 
-    with Scripted(h) as srv:
+    return h
+
+
+def test_endless_chunked_body_fails_promptly_in_bounded_memory(limit_env: None) -> None:
+    sent = Sent()
+    with Scripted(_endless_json(sent)) as srv:
         err, took, peak = _timed(lambda: _llm(srv.url()).complete("hello"))
     assert err is not None
     assert took < 9.0, took  # failed at the limit, not by the 10 s read timeout
@@ -136,13 +142,7 @@ def test_endless_chunked_body_fails_promptly_in_bounded_memory(limit_env: None) 
 
 def test_embeddings_endless_body(limit_env: None) -> None:
     sent = Sent()
-
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        head = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
-                b"content-type: application/json\r\n\r\n")
-        return await _endless(w, sent, head, PIECE)
-
-    with Scripted(h) as srv:
+    with Scripted(_endless_json(sent)) as srv:
         emb = EmbeddingClient.openai("e", base_url=srv.url(), api_key=KEY, timeout=10.0,
                                      max_attempts=1)
         err, _, _ = _timed(lambda: emb.embed("hello"))

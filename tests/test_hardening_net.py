@@ -258,8 +258,14 @@ def test_keyboard_interrupt_in_a_sync_call_cancels_it() -> None:
         assert main is not None and threading.current_thread() is threading.main_thread()
         threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
         t0 = time.perf_counter()
-        with pytest.raises(KeyboardInterrupt):
-            llm.complete("hi")
+        try:
+            got = llm.complete("hi")
+        except KeyboardInterrupt:
+            pass
+        else:  # say what happened instead of interrupting (the handler in force, the requests)
+            pytest.fail(f"no KeyboardInterrupt: returned {got!r} after {time.perf_counter() - t0:.1f} s, "
+                        f"server saw {calls['n']} requests, SIGINT handler "
+                        f"{signal.getsignal(signal.SIGINT)!r}")
         assert time.perf_counter() - t0 < 5
         deadline = time.monotonic() + 5
         while srv.open_connections and time.monotonic() < deadline:

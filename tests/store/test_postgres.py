@@ -439,7 +439,7 @@ def test_four_writer_processes_and_readers_never_see_half_a_document(pg_server: 
         assert len(keys) == len(all_hits)
 
 
-def test_build_memory_option(pg_server: str) -> None:
+def test_build_memory_and_ef_search_options(pg_server: str) -> None:
     url = index_url(pg_server, "mem_t")
     for bad in ("lots", "0GB", "2 GB", "-1MB", "3gb"):
         with pytest.raises(ConfigError, match="build_memory"):
@@ -448,8 +448,12 @@ def test_build_memory_option(pg_server: str) -> None:
             PostgresStore.open(f"{url}&build_memory={bad.replace(' ', '%20')}", dimension=DIM, model_id="m")
     rng = np.random.default_rng(9)
     mat = unit(rng, 300, DIM)
-    with PostgresStore.open(f"{url}&build_memory=96MB", dimension=DIM, model_id="m", ann_threshold=10**9) as s:
-        assert s._build_memory == "96MB"
+    for bad_ef in ("0", "1001", "many"):
+        with pytest.raises(ConfigError, match="ef_search"):
+            PostgresStore.open(f"{url}&ef_search={bad_ef}", dimension=DIM, model_id="m")
+    with PostgresStore.open(f"{url}&build_memory=96MB&ef_search=300", dimension=DIM, model_id="m",
+                            ann_threshold=10**9) as s:
+        assert s._build_memory == "96MB" and s._ef_search == 300
         s.replace_documents([(f"d{i}", "h", make_chunks([f"t{i}"]), mat[i : i + 1], None) for i in range(300)])
         assert s.build_index(timeout=120)
         assert s.stats()["index"] == "pgvector-hnsw"

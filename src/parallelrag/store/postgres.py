@@ -6,8 +6,8 @@ each index lives in a schema of that name, so several indexes share one database
     store = PostgresStore.open("postgresql://user@host/db?index=docs", dimension=384, model_id="m")
 
 Other query parameters go to libpq unchanged (``host=/socket/dir``, ``sslmode=...``), except
-``ann_threshold`` (int), ``ann`` (``0``/``1``), ``halfvec`` (``0``/``1``), ``pool_size`` (int) and
-``build_memory`` (``2GB``), which set the keyword arguments of :meth:`PostgresStore.open` of the
+``ann_threshold`` (int), ``ann`` (``0``/``1``), ``halfvec`` (``0``/``1``), ``pool_size`` (int),
+``build_memory`` (``2GB``) and ``ef_search`` (int), which set the keyword arguments of :meth:`PostgresStore.open` of the
 same names.
 
 Layout of schema ``<index>``::
@@ -122,7 +122,8 @@ _PLAIN_MAX_DIM = 1024  # vectors up to 4 KB stay in the row (a page holds 8 KB)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _COPY_PIECE = 1 << 20  # bytes per copy.write
-_OPTION_KEYS = ("index", "ann_threshold", "ann", "halfvec", "pool_size", "build_memory")
+_OPTION_KEYS = ("index", "ann_threshold", "ann", "halfvec", "pool_size", "build_memory", "ef_search")
+DEFAULT_EF_SEARCH = 200
 DEFAULT_BUILD_MEMORY = "1GB"
 _MEMORY = re.compile(r"^[1-9][0-9]{0,8}(kB|MB|GB|TB)$")
 
@@ -428,6 +429,7 @@ class PostgresStore:
         halfvec: bool,
         pool_size: int,
         build_memory: str = DEFAULT_BUILD_MEMORY,
+        ef_search: int = DEFAULT_EF_SEARCH,
     ) -> None:
         self._conninfo = conninfo
         self._safe_url = safe_url
@@ -440,6 +442,7 @@ class PostgresStore:
         self._halfvec = halfvec or dimension > _MAX_HNSW_VECTOR
         self._pool_size = pool_size
         self._build_memory = build_memory
+        self._ef_search = ef_search
         self._centroids = CentroidCache()
         self._pool: AsyncConnectionPool[Any] | None = None
         self._pool_pid = 0
@@ -470,6 +473,7 @@ class PostgresStore:
         halfvec: bool | None = None,
         pool_size: int | None = None,
         build_memory: str | None = None,
+        ef_search: int | None = None,
     ) -> PostgresStore:
         """Open (or create) the index named by ``url``'s ``index`` parameter.
 
@@ -480,7 +484,9 @@ class PostgresStore:
         ``maintenance_work_mem`` the HNSW build asks for (default ``1GB``; the server's own
         setting when that is larger). pgvector builds fastest when the graph fits in it, about
         ``chunks × (4 × dimension + 700)`` bytes (2.1 GB for a million 384-d chunks); past it
-        pgvector inserts the rest on disk, much slower. Raises :class:`ConfigError` when the
+        pgvector inserts the rest on disk, much slower. ``ef_search``: the HNSW search list
+        (default 200, at least twice ``k``; up to 1,000): higher finds more of the true
+        nearest neighbours in a large index and costs query time. Raises :class:`ConfigError` when the
         index was built with another model or dimension, :class:`StoreError` when it is missing
         and ``create`` is false or the database cannot be reached.
         """
@@ -505,8 +511,12 @@ class PostgresStore:
                 ann_threshold = int(env) if env else DEFAULT_ANN_THRESHOLD
             if pool_size is None:
                 pool_size = int(opts.get("pool_size", "8"))
+            if ef_search is None:
+                ef_search = int(opts.get("ef_search", str(DEFAULT_EF_SEARCH)))
         except ValueError as e:
-            raise ConfigError(f"ann_threshold and pool_size must be ints: {e}") from e
+            raise ConfigError(f"ann_threshold, pool_size and ef_search must be ints: {e}") from e
+        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or not 1 <= ef_search <= 1000:
+            raise ConfigError(f"ef_search must be an int from 1 to 1000, got {ef_search!r}")
         if ann is None:
             ann = _bool_option("ann", opts["ann"]) if "ann" in opts else True
         if halfvec is None:
@@ -526,6 +536,7 @@ class PostgresStore:
             halfvec=halfvec,
             pool_size=max(1, pool_size),
             build_memory=build_memory,
+            ef_search=ef_search,
         )
         try:
             run_sync(store._ainit(create))
@@ -1050,7 +1061,7 @@ class PostgresStore:
     async def _settings(self, conn: psycopg.AsyncConnection[Any], k: int) -> None:
         if not self._ann:
             return
-        ef = min(1000, max(100, 2 * k))
+        ef = min(1000, max(self._ef_search, 2 * k))
         sql = f"SET LOCAL hnsw.ef_search = {ef}"
         if self._pgvector >= (0, 8):  # iterative index scans (filtered searches fill k)
             sql += "; SET LOCAL hnsw.iterative_scan = strict_order"

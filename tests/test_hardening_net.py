@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -239,7 +240,19 @@ def test_task_cancel_drops_the_request_and_frees_the_slot() -> None:
         assert llm.stats()["provider"]["in_flight"] == 0
 
 
-def test_keyboard_interrupt_in_a_sync_call_cancels_it() -> None:
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test: a process started in the background by a
+    non-interactive shell (as CI jobs often are) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler at all."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_keyboard_interrupt_in_a_sync_call_cancels_it(default_sigint: None) -> None:
     """Ctrl-C (SIGINT delivered to the main thread) while the main thread waits in a sync
     call raises KeyboardInterrupt promptly, the request is abandoned, and the client still works."""
     calls = {"n": 0}

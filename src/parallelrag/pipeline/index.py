@@ -234,6 +234,56 @@ def file_documents(key: str, documents: Sequence[Document],
     return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(value: str) -> tuple[str, int]:
+    """``value`` with each lone surrogate as U+FFFD, and how many: UTF-8 (SQLite, PostgreSQL,
+    JSON) cannot store them. Costs one C-speed check for text that is fine."""
+    if value.isascii():
+        return value, 0
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.subn("\ufffd", value)
+    return value, 0
+
+
+def _valid_document(doc: Document) -> tuple[Document, int]:
+    """A caller's document with lone surrogates (what a broken JSON escape or an
+    ``os.fsdecode``'d name leaves in a str) made storable, and how many values changed: U+FFFD
+    in its text, outline and string metadata (keys and values); its ``id`` and ``source`` spelled
+    as :func:`~parallelrag.loaders.display_path` spells file keys (``\\xNN``), so that they stay
+    distinct and ``remove`` finds them by the same str."""
+    fixed = 0
+
+    def clean(value: Any) -> Any:
+        nonlocal fixed
+        if not isinstance(value, str):
+            return value
+        out, n = _valid_text(value)
+        fixed += n
+        return out
+
+    def key(value: str | None) -> str | None:
+        nonlocal fixed
+        if value is None:
+            return None
+        out = display_path(value)
+        fixed += out != value
+        return out
+
+    text = clean(doc.text)
+    meta = {clean(k): key(v) if k == "id" and isinstance(v, str) else clean(v)
+            for k, v in doc.metadata.items()}
+    doc_id = key(doc.id)
+    source = key(doc.source) or ""
+    outline = [(a, b, clean(t)) for a, b, t in doc.outline]
+    if not fixed:
+        return doc, 0
+    return Document(text, source=source, metadata=meta, id=doc_id, outline=outline), fixed
+
+
 def _scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
 
@@ -873,6 +923,8 @@ class Index:
                     and all(existing.get(k) == h for k in old))
 
         def feed_document(doc: Document) -> None:
+            doc, fixed = _valid_document(doc)
+            report.decode_replacements += fixed
             key = self.document_key(doc)
             if key in seen:
                 report.skipped.append((key, "duplicate id in this ingest"))

@@ -32,3 +32,27 @@ def test_lone_surrogates_in_caller_documents_are_replaced_and_counted(tmp_path: 
         assert again.unchanged == 1 and again.added == 0
         assert index.remove("caf\udce9")  # found by the same str it was ingested under
         assert "caf\\xe9" not in {d.source for d in index.store.documents()}
+
+
+def test_a_store_that_fails_to_write_raises_a_store_error(tmp_path: Path) -> None:
+    """A write the store cannot do (here: SQLite refusing the statement) surfaces as one
+    StoreError naming what failed, not as an ExceptionGroup of the ingest's internal tasks."""
+    import sqlite3
+
+    import pytest
+
+    from parallelrag.errors import StoreError
+    from parallelrag.store import EmbeddedStore
+
+    class Failing(EmbeddedStore):
+        def replace_documents(self, items):  # type: ignore[no-untyped-def]
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with make_index(tmp_path) as index:
+        store = index.store
+        assert isinstance(store, EmbeddedStore)
+        store.__class__ = Failing
+        with pytest.raises(StoreError, match="disk I/O error") as info:
+            index.ingest([("some text", {"id": "a"})])
+        assert not isinstance(info.value, BaseExceptionGroup)
+        store.__class__ = EmbeddedStore

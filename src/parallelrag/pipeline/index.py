@@ -54,7 +54,7 @@ import orjson
 
 from ..documents import Chunk, Document, content_hash
 from ..embeddings import EmbeddingClient, _Tracker
-from ..errors import BadRequestError, ConfigError, ParallelRagError
+from ..errors import BadRequestError, ConfigError, ParallelRagError, StoreError
 from ..loaders import display_path, load_path
 from ..runtime import CallbackRunner, get_runtime, run_async, run_sync, to_thread
 from ..store import EmbeddedStore, Hit, VectorStore
@@ -282,6 +282,23 @@ def _valid_document(doc: Document) -> tuple[Document, int]:
     if not fixed:
         return doc, 0
     return Document(text, source=source, metadata=meta, id=doc_id, outline=outline), fixed
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception a caller should see for a failed ingest: the first of its stages' errors
+    that is not a cancellation (the other stages are cancelled when one fails)."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    real = [e for e in flat if not isinstance(e, asyncio.CancelledError)]
+    return (real or flat or [group])[0]
 
 
 def _scalar_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -1150,6 +1167,9 @@ class Index:
                     tg.create_task(embed_worker())
                 tg.create_task(writer())
                 await asyncio.shield(producer)
+        except BaseExceptionGroup as group:
+            stop.set()
+            raise _first_error(group) from None
         except BaseException:
             stop.set()
             raise
@@ -1186,9 +1206,15 @@ class Index:
 
     def _write(self, items: list[tuple[str, str, list[Chunk], np.ndarray, dict[str, Any]]],
                stale: list[str]) -> None:
-        self.store.replace_documents(items)
-        for s in stale:
-            self.store.remove_document(s)
+        try:
+            self.store.replace_documents(items)
+            for s in stale:
+                self.store.remove_document(s)
+        except ParallelRagError:
+            raise
+        except Exception as exc:  # a store's own driver error (sqlite3, OSError, ...)
+            raise StoreError(f"writing {len(items)} documents to {self.location} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ search
     async def _embed_query(self, query: str) -> np.ndarray:

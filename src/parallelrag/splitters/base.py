@@ -12,7 +12,8 @@ window (paragraph, line, sentence, word, ..., finally any character). Boundaries
 character. Chunks are stripped of surrounding whitespace; whitespace-only chunks are dropped.
 For character lengths and literal separators :func:`char_spans` runs the same rules in one
 loop without the per-chunk layers of calls; it gives exactly the spans of :func:`greedy_spans`
-(tested), which stays the reference and the engine for token lengths and sentence levels.
+(tested), which stays the reference and the engine for token lengths. The sentence splitter has
+such a loop of its own for character lengths (``sentence._char_spans``, tested the same way).
 
 Guarantees (tested with hypothesis):
 
@@ -70,10 +71,10 @@ __all__ = [
 Span = tuple[int, int, "dict[str, Any] | None"]
 
 # Where ``split_many`` starts using worker processes. The pool pays for pickling every text to a
-# worker, so it only wins for splitters that spend more per byte than that costs: the sentence
-# splitter and any splitter measuring in tokens, from a few MB per batch on. Character-measured
-# level splitters (character, recursive, markdown) split faster in-process than the texts can be
-# shipped, so they stay in-process (``_cheap_per_char``) unless ``parallel_min_chars`` is set.
+# worker, so it only wins for splitters that spend more per byte than that costs: any splitter
+# measuring in tokens, from a few MB per batch on. Character-measured splitters (character,
+# recursive, markdown, sentence) split faster in-process than the texts can be shipped, so they
+# stay in-process (``_cheap_per_char``) unless ``parallel_min_chars`` is set.
 PARALLEL_MIN_CHARS = 2_000_000
 _NEVER = 1 << 62
 

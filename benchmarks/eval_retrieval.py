@@ -35,6 +35,7 @@ Extra stages (each on the ``--stage-config`` index, default ``minilm-128``):
   route; a folder path = a sentence-transformers CrossEncoder; ``llm`` = the listwise LLM
   reranker over the simulated chat model);
 * ``--expand``: multi-query / HyDE retrieval with the simulated chat model;
+* ``--ablate``: query-side variants that use only the index's model (``eval_ablations.py``);
 * ``--calibrate``: best-hit vector scores of answerable vs off-corpus questions, and the
   weak-support threshold they give.
 
@@ -94,7 +95,7 @@ KS = (1, 5, 10)
 SUBSET_DISTRACTORS = 100
 SUBSET_SEED = 0
 DEPTH = 100  # candidate lists gathered for fusion tuning
-STAGES = ("tune", "calibrate", "cost", "rerank", "expand")
+STAGES = ("tune", "calibrate", "cost", "rerank", "expand", "ablate")
 
 _WS = re.compile(r"\s+")
 
@@ -209,6 +210,7 @@ class Config:
     subset: bool
     context: bool
     describe: str
+    tokens: int | None = None  # MiniLM token chunks (size, overlap size // 8); None: the default
 
 
 CONFIGS: dict[str, Config] = {c.name: c for c in (
@@ -216,6 +218,8 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            "MiniLM-L6, 128/16 tokens, no chunk context, subset"),
     Config("minilm-128-ctx", "minilm", True, True,
            "MiniLM-L6, 128/16 tokens, title + heading path context, subset"),
+    Config("minilm-64", "minilm", True, False,
+           "MiniLM-L6, 64/8 tokens, no chunk context, subset", tokens=64),
     Config("wordllama-noctx", "wordllama", False, False,
            "wordllama 256-d, 1500/150 chars, no chunk context, all pages"),
     Config("wordllama", "wordllama", False, True,
@@ -238,7 +242,12 @@ def open_index(cfg: Config, root: Path, pages: Sequence[str], fresh: bool) -> tu
     if fresh and path.exists():
         shutil.rmtree(path)
     was_new = not path.exists()
-    index = Index.open(path, embedder=cfg.embedder, chunk_context=cfg.context)
+    splitter = None
+    if cfg.tokens is not None:
+        from parallelrag.splitters import TokenSplitter
+
+        splitter = TokenSplitter(cfg.tokens, cfg.tokens // 8, cfg.embedder)
+    index = Index.open(path, embedder=cfg.embedder, splitter=splitter, chunk_context=cfg.context)
     last = [0.0]
 
     def progress(p: IngestProgress) -> None:  # a line every 15 s on long (minilm) builds
@@ -779,6 +788,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     st["ranking_cost"] = stage_ranking_cost(
                         index, [q for qs in questions.values() for q in qs])
                     print(json.dumps(st["ranking_cost"]), flush=True)
+                if "ablate" in stages:
+                    from eval_ablations import stage_ablations
+
+                    print(f"[{name}] query-side variants ...", flush=True)
+                    st["ablate"] = stage_ablations(index, questions, page_of_source, score,
+                                                   STOPWORDS)
+                    for label, res in st["ablate"].items():
+                        print(f"[{name}] {label}: " + ", ".join(
+                            f"{q} R@5 {v['r5']:.3f} MRR {v['mrr']:.3f}" for q, v in res.items()),
+                            flush=True)
                 if "rerank" in stages or "expand" in stages:
                     from parallelrag.sim import SimConfig, SimServer
 

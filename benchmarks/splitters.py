@@ -189,6 +189,7 @@ CRASH_INPUTS: dict[str, str] = {
     "NUL and CRLF": "line\x00one\r\nline two\r\n\r\n" * 200,
     "10 MB one line": "x" * 10_000_000,
     "1 M spaces": "alpha beta" + " " * 1_000_000 + "gamma delta",
+    "200 K dots": "." * 200_000,
     "empty": "",
 }
 

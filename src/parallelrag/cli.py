@@ -128,9 +128,20 @@ _attach_sim()
 
 
 # --------------------------------------------------------------------------- shared options
+def _expand_home(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``~`` at the start of an index folder means the home folder, also where no shell
+    expanded it (``PARALLELRAG_INDEX=~/rag`` in an env file, ``--index=~/rag``). An empty
+    value (``--index "$IDX"`` with IDX unset) is refused: it would mean the working directory."""
+    if not value.strip():
+        raise click.BadParameter("is empty (name the index folder, e.g. --index .parallelrag)")
+    if value.startswith("~") and "://" not in value:
+        return os.path.expanduser(value)
+    return value
+
+
 def _index_option(f: F) -> F:
     return click.option("--index", "index_dir", default=".parallelrag", metavar="DIR",
-                        envvar="PARALLELRAG_INDEX", show_envvar=True,
+                        envvar="PARALLELRAG_INDEX", show_envvar=True, callback=_expand_home,
                         help="index folder, or a postgresql:// URL (see `parallelrag pg`)")(f)
 
 
@@ -320,11 +331,14 @@ def _saved_config(index_dir: str) -> dict[str, Any]:
 
 
 def _open_index(index_dir: str, *, embedder: Any = None, splitter: Any = None,
-                create: bool = False, rebuild: bool = False, needs_provider: bool = True) -> Any:
+                create: bool = False, rebuild: bool = False, needs_provider: bool = True,
+                writes: bool = False) -> Any:
     """Open the index; OS and SQLite errors while opening are configuration errors (exit 2).
 
     ``needs_provider``: the command will embed (a query, documents), so a saved remote embedder
-    whose server does not answer fails fast here."""
+    whose server does not answer fails fast here. ``writes`` (or ``create``): the command
+    changes the index, so one that could only be opened read-only (read-only media) is refused
+    here, before any work."""
     from .pipeline import Index
 
     spec = _saved_config(index_dir).get("embedder")
@@ -333,12 +347,41 @@ def _open_index(index_dir: str, *, embedder: Any = None, splitter: Any = None,
         if url:
             check_reachable(url)
     try:
-        return Index.open(index_dir, embedder=embedder, splitter=splitter, create=create,
-                          rebuild=rebuild)
+        index = Index.open(index_dir, embedder=embedder, splitter=splitter, create=create,
+                           rebuild=rebuild)
     except (OSError, sqlite3.Error, StoreError) as exc:
         # the folder cannot be created, read or written, or holds no usable store: the index
         # setting is at fault (exit 2); provider errors while opening propagate (exit 1)
         raise OpeningError(index_dir, exc) from exc
+    if (create or writes) and getattr(index.store, "read_only", False):
+        index.close()
+        raise OpeningError(index_dir, StoreError(
+            "it is on read-only media (a read-only file system or a folder this user cannot "
+            "write): it can be searched but not changed"))
+    return index
+
+
+def _no_hits_reason(index: Any, where: tuple[str, ...]) -> str:
+    """Why a search found nothing, for the end of its line: an empty index, or the filters
+    (a metadata key no chunk has gives no hits, not an error)."""
+    try:
+        chunks = index.store.stats().get("chunks")
+    except Exception:  # the reason is a courtesy: the search itself succeeded
+        chunks = None
+    if chunks == 0:
+        return ": the index is empty (add documents with `parallelrag ingest`)"
+    if not where:
+        return ""
+    typed: list[str] = []  # values read as JSON numbers or booleans: metadata strings never equal them
+    for item in where:
+        key, _, raw = item.partition("=")
+        value = (_parse_where([item]) or {}).get(key.strip())
+        if key.strip() != "source" and isinstance(value, int | float):  # bool is an int
+            typed.append(f"{item} compares a JSON {type(value).__name__}; for the string "
+                         f"write --where '{key.strip()}=\"{raw}\"'")
+    hint = "; ".join(typed) if typed else \
+        "check the keys and values: `search --json` shows each hit's metadata"
+    return " with " + " ".join(f"--where {w}" for w in where) + f" ({hint})"
 
 
 def _splitter(index_dir: str, embedder: Any, chunk_size: int | None,
@@ -379,7 +422,7 @@ def _progress_every() -> float:
 
 
 @main.command(epilog="Exit code 1 when any document failed (listed); the others are indexed.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_index_option
 @click.option("--embed", default=None, envvar="PARALLELRAG_EMBED", show_envvar=True,
               metavar="SPEC",
@@ -428,6 +471,9 @@ def ingest(paths: tuple[str, ...], index_dir: str, embed: str | None, base_url: 
     Files that were indexed but are gone stay searchable until --prune (the summary lists them).
     """
     ctx = click.get_current_context()
+    for p in paths:  # with --prune a path that is gone is where files went (a deleted folder)
+        if not prune and not os.path.lexists(p):
+            raise click.BadParameter(f"Path {p!r} does not exist.", param_hint="'PATHS...'")
     extra: dict[str, Any] = {}
     if engine == "ray":
         from .distributed import require_ray
@@ -445,7 +491,8 @@ def ingest(paths: tuple[str, ...], index_dir: str, embed: str | None, base_url: 
         splitter = _splitter(index_dir, emb, chunk_size, chunk_overlap)
         with _open_index(index_dir, embedder=emb, splitter=splitter, create=True,
                          rebuild=rechunk) as index:
-            total = count_files(paths, include or None, exclude or None, max_bytes)
+            total = count_files(paths, include or None, exclude or None, max_bytes,
+                                index.path)
             every = _progress_every()
             with IngestView(total, index.embedder, enabled=not as_json and every > 0,
                             live=sys.stderr.isatty(), plain_every_s=every) as view:
@@ -482,10 +529,11 @@ def search(question: str, index_dir: str, k: int, mode: str, rank_by: str,
     with (collect_warnings(quiet=as_json) as warned,
           _open_index(index_dir, needs_provider=mode != "keyword") as index):
         hits = index.search(question, k=k, mode=mode, where=flt, rank_by=rank_by)
+        why = "" if hits or as_json else _no_hits_reason(index, where)
     if as_json:
         echo_json(cli_json.search_json(index_dir, question, mode, k, flt, hits, warned.messages))
         return
-    for line in cli_json.search_lines(question, mode, hits):
+    for line in cli_json.search_lines(question, mode, hits, why):
         echo(line)
 
 
@@ -573,7 +621,7 @@ def remove(sources: tuple[str, ...], index_dir: str, as_json: bool) -> None:
     """
     ctx = click.get_current_context()
     with (collect_warnings(quiet=as_json) as warned,
-          _open_index(index_dir, needs_provider=False) as index):
+          _open_index(index_dir, needs_provider=False, writes=True) as index):
         removed, not_found = cli_json.remove_sources(index, sources)
     doc = cli_json.remove_json(index_dir, removed, not_found, warned.messages)
     if as_json:

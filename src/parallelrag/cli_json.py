@@ -84,10 +84,12 @@ def search_json(index_dir: str, query: str, mode: str, k: int, where: dict[str, 
             "where": where, "hits": [hit_json(i, h, mode) for i, h in enumerate(hits, 1)]}
 
 
-def search_lines(query: str, mode: str, hits: Sequence[Any]) -> list[str]:
+def search_lines(query: str, mode: str, hits: Sequence[Any], why: str = "") -> list[str]:
+    """The text output of ``search``; ``why`` ends the line printed when nothing matched (the
+    index is empty, or a filter is in force)."""
     kind = SCORE_KINDS[mode]
     if not hits:
-        return [f"no chunk matches {query!r}"]
+        return [f"no chunk matches {query!r}{why}"]
     lines = [f"{len(hits)} hits ({mode} search; score = {_SCORE_WORDS[kind]}; higher is better)"]
     for i, h in enumerate(hits, 1):
         lines.append(f"[{i}] {h.source}:{h.start}-{h.end}  score {h.score:.4f}")

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .cli_support import EXIT_FAILURE, CliError, echo, echo_json
+from .cli_support import EXIT_FAILURE, CliError, OpeningError, echo, echo_json
+from .errors import StoreError
 
 __all__ = ["copy", "pg"]
 
@@ -93,7 +96,10 @@ def copy(src: str, dst: str, prune: bool, as_json: bool) -> None:
 
     if "://" not in src and not Path(src).is_dir():
         raise CliError(f"no index at {src}")
-    report = transfer.copy_index(src, dst, prune=prune)
+    if "://" not in src:
+        report = _copy_from_folder(src, dst, prune)
+    else:
+        report = transfer.copy_index(src, dst, prune=prune)
     if as_json:
         echo_json({"command": "copy", "ok": True, "warnings": [], "src": _safe(src),
                    "dst": _safe(dst), "documents": report.documents, "chunks": report.chunks,
@@ -101,6 +107,30 @@ def copy(src: str, dst: str, prune: bool, as_json: bool) -> None:
     else:
         echo(f"copied {report.documents} documents ({report.chunks} chunks) from {_safe(src)} "
              f"to {_safe(dst)}" + (f"; {report.removed} removed from the copy" if prune else ""))
+
+
+def _copy_from_folder(src: str, dst: str, prune: bool) -> Any:
+    """``copy`` from an index folder: the source opened read-only (it is never written, and may
+    be on read-only media such as a backup), a destination folder opened here; either one
+    that cannot be opened is a configuration error (exit 2) naming it."""
+    from .store import EmbeddedStore, transfer
+
+    try:
+        source = EmbeddedStore.open_read_only(src)
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        raise OpeningError(src, exc) from exc
+    with source:
+        if "://" in dst:
+            return transfer.copy_index(source, dst, prune=prune)
+        try:
+            target = transfer.open_location(dst, dimension=source.dimension,
+                                            model_id=source.model_id)
+        except (OSError, sqlite3.Error, StoreError) as exc:
+            raise OpeningError(dst, exc) from exc
+        try:
+            return transfer.copy_index(source, target, prune=prune)
+        finally:
+            target.close()
 
 
 def _safe(location: str) -> str:

@@ -32,13 +32,23 @@ STALL_S = 3.0
 
 
 def count_files(paths: Sequence[str | Path], include: Sequence[str] | None,
-                exclude: Sequence[str] | None, max_bytes: int | None) -> int | None:
-    """Files the ingest walk will visit (stat only, same rules); None if the walk fails."""
+                exclude: Sequence[str] | None, max_bytes: int | None,
+                index_path: str | Path | None = None) -> int | None:
+    """Files the ingest walk will visit (stat only, same rules, the index folder
+    ``index_path`` left out where a path holds it); None if the walk fails."""
     try:
         from .loaders.sources import iter_sources
+        from .pipeline.index import own_folder_excludes
 
-        return sum(1 for _ in iter_sources(list(paths), include=include, exclude=exclude,
-                                           max_bytes=max_bytes))
+        owns = [own_folder_excludes(index_path, p) for p in paths]
+        if not any(owns):
+            return sum(1 for _ in iter_sources(list(paths), include=include, exclude=exclude,
+                                               max_bytes=max_bytes))
+        # one walk per path: the index folder's pattern is relative to each
+        return sum(sum(1 for _ in iter_sources([p], include=include,
+                                               exclude=[*(exclude or ()), *own],
+                                               max_bytes=max_bytes))
+                   for p, own in zip(paths, owns, strict=True))
     except Exception:  # counting is a courtesy: the ingest reports real problems itself
         return None
 

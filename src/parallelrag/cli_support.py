@@ -158,12 +158,26 @@ class WarningCollector(logging.Handler):
 
     With ``--json`` they go into the document's ``warnings`` list instead of stderr, so stdout
     parses and stderr stays empty; otherwise each prints as one ``warning:`` line on stderr.
+    A warning met again (the same damage in many files) is kept once: :meth:`finish` adds how
+    many times it came (``(N times)``) and, on stderr, says so in one more line.
     """
 
     def __init__(self, quiet: bool) -> None:
         super().__init__(level=logging.WARNING)
         self.quiet = quiet
         self.messages: list[str] = []
+        self._counts: dict[str, int] = {}
+
+    def finish(self) -> None:
+        """Mark the warnings that came more than once with their count (end of the command)."""
+        for i, text in enumerate(self.messages):
+            n = self._counts.get(text, 1)
+            if n > 1:
+                self.messages[i] = f"{text} ({n} times)"
+                if not self.quiet:
+                    click.echo(click.style("warning:", fg="yellow") + f" {text} ({n} times in "
+                               "all)", err=True)
+        self._counts.clear()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -177,6 +191,11 @@ class WarningCollector(logging.Handler):
             if name not in ("py", "root") and not text.startswith(name):
                 text = f"{name}: {text}"
         except Exception:  # a warning must never break a command
+            return
+        # (emit runs under the handler's lock: records come from loader threads too)
+        seen = text in self._counts
+        self._counts[text] = self._counts.get(text, 0) + 1
+        if seen:
             return
         self.messages.append(text)
         if not self.quiet:
@@ -198,6 +217,7 @@ def collect_warnings(quiet: bool) -> Iterator[WarningCollector]:
         try:
             yield handler
         finally:
+            handler.finish()
             logging.captureWarnings(False)
             root.removeHandler(handler)
             root.setLevel(old_level)

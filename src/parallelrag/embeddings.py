@@ -142,7 +142,7 @@ class _Tracker:
 _INT_OPTS = frozenset({
     "dimensions", "batch_size", "max_batch_tokens", "max_input_tokens", "max_concurrency",
     "min_concurrency", "initial_concurrency", "max_retries", "max_attempts", "breaker_threshold",
-    "max_timeout_retries",
+    "max_timeout_retries", "max_response_bytes",
 })
 _FLOAT_OPTS = frozenset({
     "rpm", "tpm", "timeout", "timeout_connect", "timeout_read", "timeout_total",
@@ -153,7 +153,7 @@ _BOOL_OPTS = frozenset({"truncate", "skip_empty", "adaptive"})
 _REMOTE_DEFAULTS: dict[str, Any] = {
     "dimensions": None, "batch_size": 2048, "max_batch_tokens": 300_000,
     "max_input_tokens": 8192, "truncate": False, "skip_empty": False, "timeout": None,
-    "proxy": None,
+    "proxy": None, "max_response_bytes": None,
 }
 
 
@@ -607,6 +607,7 @@ class EmbeddingClient:
         max_input_tokens: int = 8192,
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
+        max_response_bytes: int | None = None,
         **limits: Any,
     ) -> EmbeddingClient:
         """Any OpenAI-compatible ``/embeddings`` endpoint (env: OPENAI_API_KEY, OPENAI_BASE_URL).
@@ -616,15 +617,20 @@ class EmbeddingClient:
         ``proxy``: an ``http://`` proxy URL (default: HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
         ``limits``: rpm, tpm, max_concurrency, min_concurrency, initial_concurrency, adaptive,
         max_retries / max_attempts, deadline_s, breaker_threshold, breaker_reset_s,
-        outage_deadline_s.
+        outage_deadline_s. ``max_response_bytes``: the largest response body read before the
+        request fails with :class:`~parallelrag.errors.ResponseTooLargeError`, not retried
+        (default: ``PARALLELRAG_MAX_RESPONSE_BYTES``, else 64 MiB; :class:`ConfigError` unless
+        a positive int); it does not change the vectors (not part of :attr:`identity`).
         """
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers, proxy=proxy,
+            max_response_bytes=max_response_bytes,
         )
         options = _options(dimensions=dimensions, batch_size=batch_size,
                            max_batch_tokens=max_batch_tokens, max_input_tokens=max_input_tokens,
                            truncate=truncate, skip_empty=skip_empty, proxy=_public_proxy(proxy),
+                           max_response_bytes=max_response_bytes,
                            **_timeout_options(timeout), **limits)
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens,
@@ -651,18 +657,21 @@ class EmbeddingClient:
         max_input_tokens: int = 8192,
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
+        max_response_bytes: int | None = None,
         **limits: Any,
     ) -> EmbeddingClient:
         """Azure OpenAI (env: AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION);
-        options as for :meth:`openai`."""
+        options (``max_response_bytes`` included) as for :meth:`openai`."""
         api = OpenAICompat(
             model=deployment, azure_endpoint=endpoint, azure_deployment=deployment,
             api_key=api_key, api_version=api_version, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers, proxy=proxy,
+            max_response_bytes=max_response_bytes,
         )
         options = _options(dimensions=dimensions, batch_size=batch_size,
                            max_batch_tokens=max_batch_tokens, max_input_tokens=max_input_tokens,
                            truncate=truncate, skip_empty=skip_empty, proxy=_public_proxy(proxy),
+                           max_response_bytes=max_response_bytes,
                            **_timeout_options(timeout), **limits)
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens,

@@ -413,19 +413,24 @@ class LlmClient:
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
+        max_response_bytes: int | None = None,
         **limits: Any,
     ) -> LlmClient:
         """Any OpenAI-compatible ``/chat/completions`` server (env: OPENAI_API_KEY,
         OPENAI_BASE_URL). ``proxy``: an ``http://`` proxy URL (default: HTTPS_PROXY /
         HTTP_PROXY / NO_PROXY). ``limits``: rpm, tpm, max_concurrency, min_concurrency,
         initial_concurrency, adaptive, max_retries / max_attempts, breaker_threshold,
-        outage_deadline_s, ..."""
+        outage_deadline_s, ... ``max_response_bytes``: the largest response body (and stream
+        event) read before the call fails with
+        :class:`~parallelrag.errors.ResponseTooLargeError`, not retried (default:
+        ``PARALLELRAG_MAX_RESPONSE_BYTES``, else 64 MiB; :class:`ConfigError` unless a
+        positive int)."""
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
-            proxy=proxy,
+            proxy=proxy, max_response_bytes=max_response_bytes,
         )
-        return cls(OpenAIChat(api))._remember(timeout, proxy, limits)
+        return cls(OpenAIChat(api))._remember(timeout, proxy, limits, max_response_bytes)
 
     @classmethod
     def azure(
@@ -438,18 +443,20 @@ class LlmClient:
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
+        max_response_bytes: int | None = None,
         **limits: Any,
     ) -> LlmClient:
-        """Azure OpenAI (env: AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION)."""
+        """Azure OpenAI (env: AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION);
+        options (``max_response_bytes`` included) as for :meth:`openai`."""
         if not deployment:
             raise ConfigError("Azure needs deployment=")
         api = OpenAICompat(
             model=deployment, azure_endpoint=endpoint, azure_deployment=deployment,
             api_key=api_key, api_version=api_version, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
-            proxy=proxy,
+            proxy=proxy, max_response_bytes=max_response_bytes,
         )
-        return cls(OpenAIChat(api))._remember(timeout, proxy, limits)
+        return cls(OpenAIChat(api))._remember(timeout, proxy, limits, max_response_bytes)
 
     @classmethod
     def anthropic(
@@ -461,16 +468,18 @@ class LlmClient:
         timeout: Timeouts | float | None = None,
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
+        max_response_bytes: int | None = None,
         **limits: Any,
     ) -> LlmClient:
         """Anthropic Messages API (env: ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL; default
-        https://api.anthropic.com)."""
+        https://api.anthropic.com); options (``max_response_bytes`` included) as for
+        :meth:`openai`."""
         api = AnthropicCompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
             resilience=config_from_limits(limits), headers=headers,
-            proxy=proxy,
+            proxy=proxy, max_response_bytes=max_response_bytes,
         )
-        return cls(AnthropicChat(api))._remember(timeout, proxy, limits)
+        return cls(AnthropicChat(api))._remember(timeout, proxy, limits, max_response_bytes)
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> LlmClient:
@@ -511,10 +520,13 @@ class LlmClient:
         return cls.azure(name, **params)
 
     def _remember(
-        self, timeout: Timeouts | float | None, proxy: str | None, limits: Mapping[str, Any]
+        self, timeout: Timeouts | float | None, proxy: str | None, limits: Mapping[str, Any],
+        max_response_bytes: int | None = None,
     ) -> LlmClient:
         """Keep the options given to a constructor, for :attr:`spec` / :meth:`remote_kwargs`."""
         opts: dict[str, Any] = dict(limits)
+        if max_response_bytes is not None:
+            opts["max_response_bytes"] = max_response_bytes
         extra: dict[str, Any] = {}
         if isinstance(timeout, Timeouts):
             extra["timeout"] = timeout

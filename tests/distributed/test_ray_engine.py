@@ -89,11 +89,25 @@ def test_ray_engine_matches_local_engine_and_is_incremental(ray_cluster: Any,
     assert again.unchanged == rr.documents and again.added == again.updated == 0
     (corpus / "doc01.md").write_text("# Title 1\n\nnew text about zebras\n", encoding="utf-8")
     (corpus / "doc02.md").unlink()
+    (corpus / "doc04.md").write_text("", encoding="utf-8")  # emptied: its old text must go
     r3 = on_ray.ingest([corpus], engine="ray", prune=True, ray_options=RayOptions(num_actors=1))
     l3 = local.ingest([corpus], prune=True)
-    assert (r3.updated, r3.removed) == (l3.updated, l3.removed) == (1, 1)
+    assert (r3.updated, r3.removed) == (l3.updated, l3.removed) == (1, 2)
     assert_same(dump(local), dump(on_ray))
+    assert not any("doc04" in s for s in dump(on_ray))
     assert on_ray.search("zebras", k=1)[0].source.endswith("doc01.md")
+
+
+def test_ray_engine_leaves_out_an_index_folder_inside_the_corpus(ray_cluster: Any,
+                                                                 tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path, n=4)
+    inside = Index.open(corpus / "rag-index", embedder=EmbeddingClient.local("wordllama"))
+    first = inside.ingest([corpus], engine="ray", ray_options=RayOptions(num_actors=1))
+    again = inside.ingest([corpus], engine="ray", ray_options=RayOptions(num_actors=1))
+    sources = [d.source for d in inside.store.documents()]
+    assert sources and not any("rag-index" in s for s in sources)
+    assert not any("rag-index" in p for p, _ in [*first.skipped, *again.skipped])
+    assert again.added == again.updated == 0 and again.unchanged == first.documents
 
 
 def test_ray_engine_with_a_remote_provider_shares_its_budget(

@@ -33,7 +33,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -188,6 +188,7 @@ class _Prepared:
     docs: list[tuple[str, list[Any], dict[str, Any]]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     skip: str | None = None
+    owner: str = ""  # with ``skip``: the file's key (an emptied indexed file loses its documents)
     unchanged: int = 0
     failed: str | None = None
     replacements: int = 0
@@ -209,7 +210,7 @@ def _prepare_file(path: str, *, splitter: Any, context: bool, sig: str, root: st
     res = load_source(path, text_field=text_field, max_bytes=max_bytes)
     key = file_identity(res.path, root)
     if res.skip is not None:  # reported under the path as given, as the local engine does
-        return _Prepared(file=res.skip.path, skip=res.skip.reason)
+        return _Prepared(file=res.skip.path, skip=res.skip.reason, owner=key)
     h = f"{res.content_hash}:{sig}"
     keys = [d.source for d in file_documents(key, res.documents, path)]
     old = by_owner.get(key, [])
@@ -362,7 +363,7 @@ def ray_ingest(
     """Ingest ``paths`` (files and directories) into ``index`` on Ray; the same report as the
     local engine."""
     from ..loaders import Skip, walk_sources
-    from ..pipeline.index import file_identity
+    from ..pipeline.index import file_identity, own_folder_excludes
     from ..pipeline.types import IngestProgress, IngestReport
 
     opts = options or RayOptions()
@@ -378,12 +379,21 @@ def ray_ingest(
         by_owner.setdefault(index._owner(d.source, d.metadata), []).append(d.source)
     files: list[str] = []
     seen: dict[str, str] = {}  # file key -> path as given
-    for item in walk_sources(roots, include=include, exclude=exclude, max_bytes=max_bytes):
+    emptied: list[str] = []  # indexed files that hold no text now (as the local engine)
+    def walk(root: Path) -> Iterator[Path | Skip]:
+        # the index's own folder is left out where it lies inside the root, as locally
+        own = own_folder_excludes(index.path, root)
+        return walk_sources([root], include=include, max_bytes=max_bytes,
+                            exclude=[*(exclude or ()), *own] if own else exclude)
+
+    for item in (it for r in roots for it in walk(r)):
         if isinstance(item, Skip):
             report.skipped.append((item.path, item.reason))
             key = file_identity(item.path, root)
             if key in by_owner:  # a file we had is now unreadable: keep it unless pruned
                 seen.setdefault(key, item.path)
+                if item.reason == "empty":
+                    emptied.append(key)
             continue
         given = str(item)
         key = file_identity(item, root)
@@ -446,18 +456,23 @@ def ray_ingest(
                     _write_items(index.store, [it for it in items if not it.written])
             for it in items:
                 _account(report, it, existing)
+                if it.skip == "empty" and it.owner in by_owner:
+                    emptied.append(it.owner)  # readable, no text now: its old text must go
                 for _, chunks, _ in it.docs:
                     counters["chunks"] += len(chunks)
                 counters["embedded"] += it.fresh
                 counters["done"] += len(it.docs) + it.unchanged
             emit()
+    for s in [s for owner in emptied for s in by_owner.get(owner, [])]:
+        if index.store.remove_document(s):
+            report.removed += 1
     if prune and roots:
         file_owners = {index._owner(d.source, d.metadata) for d in records
                        if index._is_file_doc(d.metadata)}
         real_roots = [Path(os.path.realpath(r)) for r in roots]
         gone = [s for owner, keys in by_owner.items()
                 if owner in file_owners and owner not in seen
-                and index._under(index._file_path(owner), real_roots) for s in keys]
+                and index._under(index._key_path(owner), real_roots) for s in keys]
         for s in gone:
             if index.store.remove_document(s):
                 report.removed += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,55 +13,81 @@ from ..documents import Document
 __all__ = ["LoadResult", "Loader", "Skip", "display_path", "find_display_path"]
 
 
+# What display_path writes for a lone surrogate: \xNN (a file system's undecodable byte,
+# U+DC80..U+DCFF) or \uDXXX (any other lone surrogate). A literal backslash run before such
+# a spelling, or before a lone surrogate, is doubled so that the two cannot meet.
+_ESCAPE_TAIL = r"[xX][89a-fA-F][0-9a-fA-F]|[uU][dD][89a-fA-F][0-9a-fA-F]{2}"
+_ENCODE = re.compile(r"(\\+)(?=" + _ESCAPE_TAIL + r"|[\ud800-\udfff])|([\ud800-\udfff])")
+_DECODE = re.compile(r"(\\+)([xX]([89a-fA-F][0-9a-fA-F])|[uU]([dD][89a-fA-F][0-9a-fA-F]{2}))")
+_NEEDS_ENCODE = re.compile(r"\\(?:" + _ESCAPE_TAIL + r")")
+
+
+def _encode(m: re.Match[str]) -> str:
+    run, ch = m.group(1), m.group(2)
+    if run is not None:
+        return run * 2
+    o = ord(ch)
+    return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}"
+
+
+def _decode(m: re.Match[str]) -> str:
+    n = len(m.group(1))
+    lit = "\\" * (n // 2)
+    if n % 2 == 0:
+        return lit + m.group(2)
+    byte, code = m.group(3), m.group(4)
+    return lit + (chr(0xDC00 + int(byte, 16)) if byte else chr(int(code, 16)))
+
+
 def display_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     """``path`` as valid text: bytes of the name that are not UTF-8 are written ``\\xNN``.
 
     On POSIX a file name is bytes; Python hands back the bytes that do not decode as lone
     surrogates (``b"caf\\xe9.txt"`` → ``"caf\\udce9.txt"``), which JSON, SQLite, PostgreSQL and
-    a UTF-8 terminal refuse. This is the form documents are keyed, reported and shown under:
-    the same on every run, different for names that differ in any undecodable byte, and a
-    valid name is returned unchanged (so the function is idempotent). Only a valid name that
-    spells the escape itself (a literal backslash, ``x`` and two hex digits) can collide with
-    one; an ingest reports the second as a duplicate. The result cannot be opened as a path
-    when it differs from the name: keep the original for that.
+    a UTF-8 terminal refuse. This is the form documents are keyed, reported and shown under
+    (a caller's document id with lone surrogates is spelled the same way), the same on every
+    run and different for any two different names (the mapping is one-to-one; the way back is
+    :func:`find_display_path`). The rule:
+
+    * a lone surrogate U+DC80..U+DCFF (an undecodable byte ``NN``) is written ``\\xNN``, any
+      other lone surrogate ``\\uDXXX`` (lower-case hex);
+    * a run of literal backslashes right before ``x`` + a hex byte 80..ff, ``u`` + a surrogate
+      code point D800..DFFF (either case), or before a lone surrogate, is doubled: the name
+      ``caf\\xe9.txt`` (backslash, ``x``, ``e``, ``9``) is keyed ``caf\\\\xe9.txt``, so it
+      does not collide with ``b"caf\\xe9.txt"``;
+    * everything else is kept, so a valid name without such a backslash (``café.txt``,
+      ``C:\\Users\\x41``, ``a\\b``) is returned unchanged.
+
+    So the function is not idempotent on names that spell an escape: apply it once, to the
+    name as the OS gives it. The result cannot be opened as a path when it differs from the
+    name: keep the original for that.
     """
     s = os.fsdecode(os.fspath(path))
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        pass
-    try:  # the file system's undecodable bytes (U+DC80..U+DCFF) back to bytes, shown as \xNN
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # other lone surrogates: \uDXXX
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\\" not in s or not _NEEDS_ENCODE.search(s):
+        try:
+            s.encode("utf-8")
+            return s
+        except UnicodeEncodeError:
+            pass
+    return _ENCODE.sub(_encode, s)
+
+
+def _undisplay(display: str) -> str:
+    """The name :func:`display_path` spelled as ``display`` (lone surrogates back in place)."""
+    return _DECODE.sub(_decode, display) if "\\" in display else display
 
 
 def find_display_path(display: str | os.PathLike[str]) -> Path | None:
     """The existing path whose :func:`display_path` is ``display``, or None when there is none.
 
-    The way back from a stored key to the file: a component written with ``\\xNN`` escapes is
-    looked up among the names of its directory (only such components are; a valid path is
-    checked as it is)."""
-    p = Path(display)
-    if p.exists():
-        return p
-    if "\\" not in str(p):
+    The way back from a stored key to the file: the escapes :func:`display_path` writes are
+    undone (``\\xNN`` back to the undecodable byte, a doubled backslash run back to one),
+    and the resulting path is checked."""
+    p = Path(_undisplay(os.fspath(display)))
+    try:
+        return p if p.exists() else None
+    except (OSError, ValueError):  # a lone surrogate no file system name holds
         return None
-    cur = Path(p.parts[0])
-    for part in p.parts[1:]:
-        cand = cur / part
-        if "\\" in part and not os.path.lexists(cand):
-            try:
-                names = os.listdir(cur)
-            except OSError:
-                return None
-            match = next((n for n in names if display_path(n) == part), None)
-            if match is None:
-                return None
-            cand = cur / match
-        cur = cand
-    return cur if cur.exists() else None
 
 
 @dataclass(frozen=True, slots=True)

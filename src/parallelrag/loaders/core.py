@@ -71,8 +71,9 @@ def load_bytes(path: Path, data: bytes, *, text_field: str | None = None,
     Documents get ``source`` = the path and ``title`` = its stem as valid text (bytes of the
     name that are not UTF-8 written ``\\xNN``, see :func:`display_path`), so they can be stored."""
     key = display_path(path)
+    raw = str(path)  # Skip spells it as key is spelled (display_path is applied once)
     if not data.strip():
-        return Skip(key, "empty")
+        return Skip(raw, "empty")
     loader = loader_for(path) or load_text
     options: dict[str, Any] = {}
     if text_field is not None:
@@ -80,12 +81,12 @@ def load_bytes(path: Path, data: bytes, *, text_field: str | None = None,
     try:
         docs = loader(path, data, **options)
     except LoaderError as exc:
-        return Skip(key, exc.message)
+        return Skip(raw, exc.message)
     except Exception as exc:  # a damaged file must not stop an ingest of thousands
-        return Skip(key, f"loader error: {type(exc).__name__}: {exc}")
+        return Skip(raw, f"loader error: {type(exc).__name__}: {exc}")
     docs = [d for d in docs if d.text.strip()]
     if not docs:
-        return Skip(key, "empty")
+        return Skip(raw, "empty")
     mime = MIME_TYPES.get(path.suffix.lower(), "text/plain")
     for doc in docs:
         if not doc.source:

@@ -3,7 +3,8 @@
 Order of attempts (:func:`decode_text`):
 
 1. a byte-order mark (UTF-8, UTF-16, UTF-32) decides;
-2. a NUL byte in the first 8 KiB means binary;
+2. a NUL byte in the first 8 KiB means binary, unless the bytes are UTF-16 without a
+   byte-order mark (one byte lane NUL, the other not: Latin text from Windows exports);
 3. strict UTF-8;
 4. **mostly UTF-8**: when the file has at least as many valid multi-byte UTF-8 characters as
    invalid bytes, it is UTF-8 with a few damaged bytes: decoded with U+FFFD replacement
@@ -145,6 +146,25 @@ def _detect(data: bytes) -> str | None:
     return _try(data, best.encoding)
 
 
+_UTF16_MIN_ZERO_SHARE = 0.9
+
+
+def _bomless_utf16(data: bytes) -> str | None:
+    """UTF-16 text without a byte-order mark (Windows exports), or None. Its NULs are the high
+    bytes of Latin characters: at least 90% of one byte lane of the first 8 KiB is NUL and the
+    other lane has none, which 8-bit text with a stray NUL never shows; the decode must be
+    strict and, like every fallback, not heavy in control characters (tables of small
+    16-bit numbers have the same NUL pattern)."""
+    head = data[:BINARY_SNIFF_BYTES]
+    if len(data) % 2 or len(head) < 16:
+        return None
+    for encoding, zeros, chars in (("utf-16-le", head[1::2], head[0::2]),
+                                   ("utf-16-be", head[0::2], head[1::2])):
+        if b"\x00" not in chars and zeros.count(0) >= _UTF16_MIN_ZERO_SHARE * len(zeros):
+            return _try(data, encoding)
+    return None
+
+
 def _finish(text: str, newlines: bool) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
@@ -174,7 +194,10 @@ def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = Tr
             except UnicodeDecodeError as exc:
                 raise LoaderError(f"undecodable: invalid {encoding} after its byte-order mark") from exc
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise LoaderError("binary")
+        utf16 = _bomless_utf16(data)
+        if utf16 is None:
+            raise LoaderError("binary")
+        return _finish(utf16, newlines)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

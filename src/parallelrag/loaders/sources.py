@@ -13,7 +13,8 @@ Rules (:func:`iter_sources`):
 * ``default_excludes`` (hidden names such as ``.git``, ``.venv``, ``.parallelrag`` or ``.env``,
   plus ``__pycache__`` and ``node_modules``) are added to ``exclude``; pass ``()`` to walk them.
 * Skipped entries are reported as :class:`Skip` through ``on_skip``, never raised: ``"not
-  found"``, ``"broken symlink"``, ``"symlink loop"`` (a directory that is its own ancestor, or a
+  found"`` (with a hint when the path holds glob characters: paths are not expanded),
+  ``"broken symlink"``, ``"symlink loop"`` (a directory that is its own ancestor, or a
   symlink chain that never resolves), ``"duplicate of P"`` (a file or directory already reached
   through another path), ``"too large (N bytes > max_bytes M)"``, ``"not a regular file"`` (FIFOs,
   sockets, devices: opening them could block), ``"unreadable: ..."``. Entries filtered out by
@@ -135,6 +136,15 @@ def _reason(exc: OSError) -> str:
     return f"unreadable: {exc.strerror or type(exc).__name__}"
 
 
+def _not_found(path: str) -> str:
+    """``"not found"``; for a path with glob characters (``docs/*.md``), also that paths are
+    not expanded and how to select files by pattern."""
+    if any(c in path for c in "*?["):
+        return ("not found (paths are not glob-expanded: pass the folder with "
+                "include=['*.md'] patterns)")
+    return "not found"
+
+
 def _too_large(size: int, max_bytes: int) -> str:
     return f"too large ({size} bytes > max_bytes {max_bytes})"
 
@@ -167,7 +177,8 @@ def walk_sources(paths: PathsArg, *, include: Sequence[str] | None = None,
             if exc.errno == errno.ELOOP:
                 yield Skip(str(root), "symlink loop")
             elif isinstance(exc, FileNotFoundError):
-                yield Skip(str(root), "broken symlink" if root.is_symlink() else "not found")
+                yield Skip(str(root), "broken symlink" if root.is_symlink() else
+                           _not_found(str(root)))
             else:
                 yield Skip(str(root), _reason(exc))
             continue

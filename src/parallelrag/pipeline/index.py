@@ -42,6 +42,7 @@ import concurrent.futures
 import hashlib
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -59,6 +60,7 @@ from ..loaders import display_path, load_path
 from ..runtime import CallbackRunner, get_runtime, run_async, run_sync, to_thread
 from ..store import EmbeddedStore, Hit, VectorStore
 from ..store.base import embed_text, text_key
+from ..store.embedded import on_read_only_media
 from .grouping import DEFAULT_DOCUMENT_RANKING, rank_by_document
 from .types import Answer, Citation, IngestProgress, IngestReport
 
@@ -183,6 +185,31 @@ def _embedder_identity(spec: str) -> dict[str, str]:
     return out
 
 
+#: The files an embedded index keeps in its folder (anchored ``exclude`` patterns).
+_INDEX_FILES = ("/index.json", "/index.json.tmp", "/store.sqlite", "/store.sqlite-*",
+                "/store.lock", "/matrix-*.bin", "/matrix.json", "/matrix.lock",
+                "/vectors.meta.json")
+
+
+def own_folder_excludes(index_path: str | os.PathLike[str] | None,
+                        root: str | os.PathLike[str]) -> list[str]:
+    """An ``exclude`` pattern that leaves the index folder ``index_path`` out of a walk of
+    ``root`` when it lies inside it (``ingest .`` with ``--index rag-index``): its database and
+    vector files are not documents. When ``root`` is the index folder itself (``ingest docs
+    --index docs``), the index's own files in it. Empty when it does not hold it, or for a
+    database URL (None)."""
+    if index_path is None:
+        return []
+    try:
+        rel = Path(os.path.realpath(index_path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return []
+    if not rel.parts:
+        return list(_INDEX_FILES)
+    escaped = re.sub(r"([*?\[])", r"[\1]", rel.as_posix())  # glob characters taken literally
+    return [f"/{escaped}/"]
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -213,11 +240,14 @@ def file_documents(key: str, documents: Sequence[Document],
                    given: str | None = None) -> list[Document]:
     """A loaded file's documents as stored: each keyed ``key`` (one document) or ``key#N``
     (records of a JSON file keep their ``#N``), with ``metadata["file"] = key`` and
-    ``metadata["path"]`` = the path as given (``given``, default: the documents' source)."""
+    ``metadata["path"]`` = the path as given (``given``: the path as the OS gives it, spelled
+    here with :func:`~parallelrag.loaders.display_path`; default: the documents' source,
+    already spelled so by the loaders)."""
     if given is None:
         given = (documents[0].source.split("#", 1)[0] if documents and documents[0].source
                  else key)
-    given = display_path(given)  # as the loaders set ``source`` (valid text)
+    else:
+        given = display_path(given)  # once: the spelling is not idempotent (``\\xNN``)
     out: list[Document] = []
     for i, d in enumerate(documents):
         src = d.source or given
@@ -265,12 +295,16 @@ def _valid_document(doc: Document) -> tuple[Document, int]:
         fixed += n
         return out
 
+    respelled = False
+
     def key(value: str | None) -> str | None:
-        nonlocal fixed
+        nonlocal fixed, respelled
         if value is None:
             return None
         out = display_path(value)
-        fixed += out != value
+        if out != value:  # a repair only when it held lone surrogates (not a literal \\xNN)
+            respelled = True
+            fixed += _SURROGATE.search(value) is not None
         return out
 
     text = clean(doc.text)
@@ -279,7 +313,7 @@ def _valid_document(doc: Document) -> tuple[Document, int]:
     doc_id = key(doc.id)
     source = key(doc.source) or ""
     outline = [(a, b, clean(t)) for a, b, t in doc.outline]
-    if not fixed:
+    if not fixed and not respelled:
         return doc, 0
     return Document(text, source=source, metadata=meta, id=doc_id, outline=outline), fixed
 
@@ -525,7 +559,16 @@ class Index:
         if saved and saved.get("dimension") and not rebuild:
             client.assume_dimension(int(saved["dimension"]))  # no probe request to open it
         model_id = f"{client.provider}:{client.model}"
-        st = EmbeddedStore.open(p, dimension=client.dimension, model_id=model_id, create=create)
+        try:
+            st = EmbeddedStore.open(p, dimension=client.dimension, model_id=model_id,
+                                    create=create)
+        except (StoreError, OSError, sqlite3.Error):
+            if not (exists and on_read_only_media(p)):
+                raise
+            # read-only media (a read-only volume, a mounted backup, an index shipped in an
+            # image): it can be searched; a write raises StoreError saying it is read-only
+            st = EmbeddedStore.open(p, dimension=client.dimension, model_id=model_id,
+                                    create=False, read_only=True)
         base = Path(root) if root is not None else p.absolute().parent
         return cls._finish_open(p, st, client, splitter, saved, rebuild=rebuild, cache=cache,
                                 root=base, prompt=prompt, system=system,
@@ -635,8 +678,8 @@ class Index:
             if diff:
                 raise ConfigError(
                     f"the index was built with the embedder {saved_spec!r}, not {client.spec!r} "
-                    f"({'; '.join(diff)}): open it without embedder= to use the saved one, or "
-                    "use a new index"
+                    f"({'; '.join(diff)}): open it without embedder= (CLI: leave out --embed) "
+                    "to use the saved one, or use a new index"
                 )
         return client
 
@@ -708,6 +751,14 @@ class Index:
         p = Path(key)
         return p if p.is_absolute() or self.root is None else self.root / p
 
+    def _key_path(self, key: str) -> Path:
+        """A file key as an absolute path spelled as keys are (the root spelled the same)."""
+        p = Path(key)
+        if p.is_absolute():
+            return p
+        base = os.path.realpath(self.root) if self.root is not None else os.getcwd()
+        return Path(display_path(base)) / p
+
     @staticmethod
     def document_key(doc: Document) -> str:
         """The key a caller's document is stored under (see the module docstring)."""
@@ -755,7 +806,9 @@ class Index:
 
         ``sources``: a file or directory path, a :class:`Document`, a ``(text, metadata)`` pair,
         or an iterable / generator of any mix of them (read lazily). Unchanged files and
-        documents are skipped; a changed one is replaced whole. ``prune`` removes documents
+        documents are skipped; a changed one is replaced whole. An indexed file that is now
+        empty (no text) loses its documents (counted in ``removed``); one that cannot be read
+        or loaded any more keeps them. ``prune`` removes documents
         of files under the given directories that are gone. ``rebuild`` re-splits every given
         source even when unchanged (vectors of unchanged chunk texts are reused).
         ``include``/``exclude``/``text_field``/``max_bytes`` apply to files.
@@ -883,6 +936,7 @@ class Index:
                        if self._is_file_doc(d.metadata)}
         seen: dict[str, str] = {}  # key (file or document) -> as given, this run
         roots: list[Path] = []
+        emptied: list[str] = []  # indexed files that hold no text now (their documents go)
         counters = {"files": 0, "done": 0, "chunks": 0, "embedded": 0}
         scan_done = threading.Event()
 
@@ -963,7 +1017,9 @@ class Index:
 
         def feed_path(root: Path) -> None:
             roots.append(Path(os.path.realpath(root)))
-            results = load_path([root], include=include, exclude=exclude,
+            own = own_folder_excludes(self.path, root)  # the index's files are not documents
+            results = load_path([root], include=include,
+                                exclude=[*(exclude or ()), *own] if own else exclude,
                                 max_bytes=max_bytes, text_field=text_field)
             while True:
                 t = time.perf_counter()  # load = walking, reading, decoding, converting
@@ -981,6 +1037,8 @@ class Index:
                     report.skipped.append((res.skip.path, res.skip.reason))
                     if key in by_owner:  # a file we had is now unreadable: keep it unless pruned
                         seen[key] = given
+                        if res.skip.reason == "empty":  # readable, and holds no text now:
+                            emptied.append(key)  # its old text must not stay searchable
                     continue
                 seen[key] = given
                 counters["files"] += 1
@@ -989,7 +1047,7 @@ class Index:
                     report.decode_replaced_files += 1
                     report.decode_replacements += res.replacements
                 h = f"{res.content_hash}:{self._sig}"
-                docs = file_documents(key, res.documents, given)
+                docs = file_documents(key, res.documents, res.path)
                 keys = [d.source for d in docs]
                 if unchanged(key, keys, h):
                     report.unchanged += len(keys)
@@ -1033,8 +1091,13 @@ class Index:
                 if batch and chars < min_chars:
                     # a small batch waits a moment for more documents: a round trip per
                     # tiny batch would keep the provider's initial budget idle
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancellation that comes as the get() completes, and this task then
+                    # blocked forever on a queue whose readers were gone (a failed write
+                    # hung the ingest instead of raising)
                     try:
-                        item = await asyncio.wait_for(q_docs.get(), _SPLIT_MIN_WAIT_S)
+                        async with asyncio.timeout(_SPLIT_MIN_WAIT_S):
+                            item = await q_docs.get()
                     except TimeoutError:
                         item = _FLUSH
                 else:
@@ -1160,6 +1223,10 @@ class Index:
             await flush()
 
         producer = loop.run_in_executor(rt.executor, produce)
+        # a failed run raises without waiting for the loader thread, which may still end with an
+        # error (its queue put cancelled at shutdown): read it here so asyncio does not print
+        # "Future exception was never retrieved" under the command's one error line
+        producer.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(split_stage())
@@ -1174,10 +1241,13 @@ class Index:
             stop.set()
             raise
         await producer
+        for s in [s for owner in emptied for s in by_owner.get(owner, [])]:
+            if await rt.to_thread(self.store.remove_document, s):
+                report.removed += 1
         if prune and roots:
             gone = [s for owner, keys in by_owner.items()
                     if owner in file_owners and owner not in seen
-                    and self._under(self._file_path(owner), roots) for s in keys]
+                    and self._under(self._key_path(owner), roots) for s in keys]
             for s in gone:
                 if await rt.to_thread(self.store.remove_document, s):
                     report.removed += 1
@@ -1195,13 +1265,13 @@ class Index:
     def under_roots(self, source: str, roots: Sequence[str | os.PathLike[str]]) -> bool:
         """Whether the file of the stored document ``source`` (a file key, ``KEY#N`` for
         records) lies under one of ``roots`` (paths as given): what ``prune`` may remove."""
-        path = Path(os.path.realpath(self._file_path(source.split("#", 1)[0])))
+        path = self._key_path(source.split("#", 1)[0])
         return self._under(path, [Path(os.path.realpath(r)) for r in roots])
 
     @staticmethod
     def _under(path: Path, roots: list[Path]) -> bool:
-        # compared as keys spell them (undecodable bytes of a name as \xNN)
-        path = Path(display_path(path))
+        # compared as keys spell them (undecodable bytes of a name as \xNN): ``path`` is
+        # spelled so already (a key's path), ``roots`` are paths as the OS gives them
         return any(path == r or r in path.parents for r in (Path(display_path(r)) for r in roots))
 
     def _write(self, items: list[tuple[str, str, list[Chunk], np.ndarray, dict[str, Any]]],
@@ -1356,7 +1426,10 @@ class Index:
         threshold = (support.min_score_for(self.embedder) if min_score == "auto"
                      else None if min_score is None else float(min_score))
         if not support.is_supported(hits, threshold):
-            return Answer(question=question, text=support.UNSUPPORTED_TEXT, citations=[],
+            # no hits at all (an empty index, a filter nothing passes): there are no "closest
+            # passages" to speak of, so say so as the extractive answer does
+            text = support.UNSUPPORTED_TEXT if hits else self._extractive(question, []).text
+            return Answer(question=question, text=text, citations=[],
                           hits=hits, extractive=llm is None, supported=False)
         if llm is None:
             return self._extractive(question, hits)
@@ -1454,9 +1527,16 @@ class Index:
     def _remove(self, key: str) -> int:
         """Remove a document by key, or every document of a file (any spelling of its path)."""
         given, key = key, display_path(key)  # a path as the OS gives it: as keys spell it
+        n = self._remove_keys(key, self.file_key(given))
+        if n == 0 and key != given:
+            # a key as listed (``caf\\xe9.txt`` for ``b"caf\\xe9.txt"``), when no name
+            # spelled that way (a literal ``caf\\xe9.txt``) matched first
+            n = self._remove_keys(given, None)
+        return n
+
+    def _remove_keys(self, key: str, fkey: str | None) -> int:
         if self.store.remove_document(key):
             return 1
-        fkey = self.file_key(given)
         n = 0
         for d in self.store.documents():
             if self._is_file_doc(d.metadata) and self._owner(d.source, d.metadata) in (key, fkey):

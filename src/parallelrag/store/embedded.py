@@ -208,6 +208,58 @@ def _vector_paths(path: Path, gen: int) -> tuple[Path, Path]:
     return path / f"matrix-{gen}-f32.bin", path / f"matrix-{gen}-ids.bin"
 
 
+def on_read_only_media(path: str | os.PathLike[str]) -> bool:
+    """Whether the store folder ``path`` is on a read-only file system, or this process cannot
+    write it or its database: the store there can only be opened ``read_only``."""
+    p = Path(path)
+    try:
+        if os.statvfs(p).f_flag & os.ST_RDONLY:
+            return True
+        return not (os.access(p, os.W_OK) and os.access(p / DB_NAME, os.W_OK))
+    except OSError:
+        return False
+
+
+def _damage_hint(exc: sqlite3.DatabaseError) -> str:
+    """What to do about a damaged database file (SQLite's "database disk image is malformed",
+    "file is not a database"); nothing for errors that are not damage (a file that cannot be
+    opened, a lock: OperationalError)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return ""
+    return (" (the index is damaged: restore its folder from a backup, or delete the folder "
+            "and ingest again)")
+
+
+def _wal_pending(db: Path) -> bool:
+    """Whether the database has a WAL file with commits not yet checkpointed into it (an
+    ``immutable`` open would ignore them)."""
+    try:
+        return db.with_name(db.name + "-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _check_not_emptied(path: Path, db: Path) -> None:
+    """Refuse a database that was emptied under a built index (truncated to 0 bytes by a copy
+    that ran out of disk, a sync tool's placeholder): SQLite would take it for a new database,
+    hiding the loss and deleting the vector files. A new store's database is empty only until
+    its first commit, which sits in the WAL file beside it until a checkpoint."""
+    try:
+        if db.stat().st_size > 0:
+            return
+        wal = db.with_name(db.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            return
+        built = (path / "index.json").exists() or any(
+            f.stat().st_size > 0 for f in path.glob("matrix-*-ids.bin"))
+    except OSError:
+        return  # unreadable: opening reports it
+    if built:
+        raise StoreError(f"{db} is empty (0 bytes) but the folder holds an index built before: "
+                         "the database was truncated or replaced; restore it from a backup, or "
+                         "delete the folder and ingest again")
+
+
 def _vector_file_default() -> bool:
     env = os.environ.get("PARALLELRAG_VECTOR_FILE", "1").strip().lower()
     if env not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
@@ -379,6 +431,8 @@ class EmbeddedStore:
             if p.exists() and not p.is_dir():
                 raise StoreError(f"{p} exists and is not a directory")
             p.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_not_emptied(p, db)
         store = cls(
             p,
             dimension=dimension,
@@ -421,7 +475,7 @@ class EmbeddedStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.create_function("pr_glob", 2, _glob, deterministic=True)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open {self._db}: {e}") from e
+            raise StoreError(f"cannot open {self._db}: {e}{_damage_hint(e)}") from e
         with self._conns_lock:
             self._conns.append(conn)
         return conn
@@ -454,7 +508,8 @@ class EmbeddedStore:
         if self._closed:
             raise StoreError("store is closed")
         if self._read_only:
-            raise StoreError("store was opened read-only")
+            raise StoreError(f"the index at {self._path} is read-only (opened read-only, or on "
+                             "read-only media): it can be searched but not changed")
         if self._writer is None:
             self._writer = self._connect()
         return self._writer
@@ -574,7 +629,8 @@ class EmbeddedStore:
                     conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             except sqlite3.DatabaseError as e:
-                raise StoreError(f"{self._db} is not a usable SQLite database: {e}") from e
+                raise StoreError(f"{self._db} is not a usable SQLite database: "
+                                 f"{e}{_damage_hint(e)}") from e
             if str(mode).lower() != "wal":
                 raise StoreError(f"could not switch {self._db} to WAL (journal_mode={mode})")
             with self._write_lock:
@@ -1087,6 +1143,30 @@ class EmbeddedStore:
             except BaseException:
                 self._rollback(conn)
                 raise
+
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> EmbeddedStore:
+        """Open the existing store at ``path`` read-only with the model and dimension it
+        records, also on read-only media (a backup mount) where a writable open fails: the
+        source of a copy. Raises :class:`StoreError` when there is no readable store."""
+        p = Path(path)
+        db = p / DB_NAME
+        if not db.exists():
+            raise StoreError(f"no index at {p} (missing {DB_NAME})")
+        flag = "&immutable=1" if on_read_only_media(p) and not _wal_pending(db) else ""
+        try:
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro{flag}", uri=True,
+                                   timeout=30.0)
+            try:
+                rows = dict(conn.execute(
+                    "SELECT key, value FROM manifest WHERE key IN ('model_id', 'dimension')"
+                ).fetchall())
+            finally:
+                conn.close()
+            model_id, dimension = str(rows["model_id"]), int(rows["dimension"])
+        except (sqlite3.DatabaseError, KeyError, ValueError) as e:
+            raise StoreError(f"cannot read the index at {p}: {e}") from e
+        return cls.open(p, dimension=dimension, model_id=model_id, create=False, read_only=True)
 
     @staticmethod
     def read_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -753,8 +753,9 @@ class PostgresStore:
     async def _await_build(self, wait_s: float | None) -> bool:
         task = self._build_task
         if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), wait_s)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(task)
             except TimeoutError:
                 return False
             self._build_task = None

@@ -187,30 +187,23 @@ def test_postgres_index_ingest_with_undecodable_file_name(tmp_path: Path, sim: S
     sys.path.insert(0, str(Path(__file__).parent / "store"))
     import pg_helpers
 
-    with pg_helpers.pg_tmpdir() as base:
-        data = base / "data"
-        from parallelrag.store import pgserver
-
-        url = pgserver.start(data)
+    with pg_helpers.running_pg() as url:
+        corpus = _corpus(tmp_path / "c")
+        index = Index.open(pg_helpers.index_url(url, "fn_test"), embedder=_embedder(sim),
+                           root=tmp_path)
         try:
-            corpus = _corpus(tmp_path / "c")
-            index = Index.open(pg_helpers.index_url(url, "fn_test"), embedder=_embedder(sim),
-                               root=tmp_path)
-            try:
-                first = index.ingest([corpus])
-                assert first.added == 4 and not first.failed, first
-                keys = sorted(d.source for d in index.store.documents())
-                assert f"c/{WEIRD_KEY}" in keys and f"c/{WEIRD2_KEY}" in keys, keys
-                assert index.ingest([corpus]).unchanged == 4
-                os.unlink(os.path.join(os.fsencode(corpus), WEIRD))
-                assert index.ingest([corpus], prune=True).removed == 1
-                assert index.remove(os.fsdecode(os.path.join(os.fsencode(corpus), WEIRD2)))
-                assert sorted(d.source for d in index.store.documents()) == ["c/alpha.txt",
-                                                                            "c/zulu.txt"]
-            finally:
-                index.close()
+            first = index.ingest([corpus])
+            assert first.added == 4 and not first.failed, first
+            keys = sorted(d.source for d in index.store.documents())
+            assert f"c/{WEIRD_KEY}" in keys and f"c/{WEIRD2_KEY}" in keys, keys
+            assert index.ingest([corpus]).unchanged == 4
+            os.unlink(os.path.join(os.fsencode(corpus), WEIRD))
+            assert index.ingest([corpus], prune=True).removed == 1
+            assert index.remove(os.fsdecode(os.path.join(os.fsencode(corpus), WEIRD2)))
+            assert sorted(d.source for d in index.store.documents()) == ["c/alpha.txt",
+                                                                        "c/zulu.txt"]
         finally:
-            pgserver.stop(data)
+            index.close()
 
 
 def test_json_record_with_lone_surrogate_escape_does_not_fail_the_ingest(

@@ -215,27 +215,20 @@ def test_postgres_keeps_both_files_apart(tmp_path: Path, sim: SimServer) -> None
     sys.path.insert(0, str(Path(__file__).parent / "store"))
     import pg_helpers
 
-    from parallelrag.store import pgserver
-
-    with pg_helpers.pg_tmpdir() as base:
-        data = base / "data"
-        url = pgserver.start(data)
+    with pg_helpers.running_pg() as url:
+        corpus = _corpus(tmp_path / "c")
+        index = Index.open(pg_helpers.index_url(url, "keys_test"), embedder=_embedder(sim),
+                           root=tmp_path)
         try:
-            corpus = _corpus(tmp_path / "c")
-            index = Index.open(pg_helpers.index_url(url, "keys_test"), embedder=_embedder(sim),
-                               root=tmp_path)
-            try:
-                first = index.ingest([corpus])
-                assert first.added == 3 and first.skipped == [] and not first.failed, first
-                assert _sources(index) == sorted(
-                    [f"c/{UNDECODABLE_KEY}", f"c/{LITERAL_KEY}", "c/plain.txt"])
-                assert index.ingest([corpus]).unchanged == 3
-                os.unlink(os.path.join(os.fsencode(corpus), UNDECODABLE))
-                assert index.ingest([corpus], prune=True).removed == 1
-                assert _sources(index) == sorted([f"c/{LITERAL_KEY}", "c/plain.txt"])
-                assert index.remove(os.fsdecode(os.path.join(os.fsencode(corpus), LITERAL)))
-                assert _sources(index) == ["c/plain.txt"]
-            finally:
-                index.close()
+            first = index.ingest([corpus])
+            assert first.added == 3 and first.skipped == [] and not first.failed, first
+            assert _sources(index) == sorted(
+                [f"c/{UNDECODABLE_KEY}", f"c/{LITERAL_KEY}", "c/plain.txt"])
+            assert index.ingest([corpus]).unchanged == 3
+            os.unlink(os.path.join(os.fsencode(corpus), UNDECODABLE))
+            assert index.ingest([corpus], prune=True).removed == 1
+            assert _sources(index) == sorted([f"c/{LITERAL_KEY}", "c/plain.txt"])
+            assert index.remove(os.fsdecode(os.path.join(os.fsencode(corpus), LITERAL)))
+            assert _sources(index) == ["c/plain.txt"]
         finally:
-            pgserver.stop(data)
+            index.close()

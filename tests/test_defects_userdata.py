@@ -32,44 +32,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from parallelrag.cli import main
 from parallelrag.cli_progress import count_files
 from parallelrag.errors import StoreError
 from parallelrag.pipeline import Index
 
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
+sys.path.insert(0, str(Path(__file__).parent / "cli"))  # the CLI tests' helpers
+from cli_helpers import Run, invoke
+from cli_helpers import assert_one_line_error as one_error_line
 
 
 def cli(*args: str | Path, env: dict[str, str] | None = None) -> Run:
-    """The real command, in-process; a raised exception (instead of an exit) fails the test."""
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"the CLI raised instead of exiting: {result.exception!r}\n"
-                             f"stderr: {result.stderr}") from result.exception
-    return Run(result.exit_code, result.stdout, result.stderr)
-
-
-def one_error_line(run: Run, code: int, *needles: str) -> str:
-    """Exit ``code``, no traceback, exactly one ``error:`` line containing every needle."""
-    assert run.code == code, (run.code, run.stdout, run.stderr)
-    assert "Traceback" not in run.stderr + run.stdout
-    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, run.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
+    """The real command, in-process (the CLI tests' runner)."""
+    return invoke([str(a) for a in args], env)
 
 
 def make_docs(root: Path) -> Path:

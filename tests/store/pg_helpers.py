@@ -45,9 +45,9 @@ def pg_tmpdir() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """The URL of a PostgreSQL server (unix socket) running for the whole session."""
+@contextlib.contextmanager
+def running_pg() -> Iterator[str]:
+    """A PostgreSQL server (unix socket) of its own for the block: its URL."""
     with pg_tmpdir() as base:
         data = base / "data"
         url = pgserver.start(data)
@@ -55,6 +55,13 @@ def pg_server() -> Iterator[str]:
             yield url
         finally:
             pgserver.stop(data)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server (unix socket) running for the whole session."""
+    with running_pg() as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ so), and calls still in flight on daemon threads at interpreter exit print nothi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from parallelrag.errors import ParallelRagError, RuntimeUsageError
@@ -57,7 +58,9 @@ def test_calls_in_flight_on_daemon_threads_at_exit_print_nothing(
     srv = make_sim(latency=30.0)
     ran = run_script(_EXIT_SCRIPT, srv.url, timeout=60)
     assert ran.rc == 0, ran.err[-3000:]
-    assert "exiting 32" in ran.out
+    # at least the initial limit of 32 in flight at exit (the adaptive limit may have grown)
+    m = re.search(r"exiting (\d+)", ran.out)
+    assert m is not None and int(m.group(1)) >= 32, ran.out
     assert "Traceback" not in ran.err, ran.err[-3000:]
     assert len(ran.err.splitlines()) <= 2, ran.err[-3000:]
 

@@ -6,7 +6,6 @@ Key = sha256(provider + model + dimensions + text). Values are float32 blobs.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import os
 import sqlite3
@@ -15,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .runtime import WorkerPool
 
 __all__ = ["EmbeddingCache", "cache_key"]
 
@@ -46,7 +47,7 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: WorkerPool | None = None
         self._executor_pid = 0
         self.hits = 0
         self.misses = 0
@@ -109,13 +110,12 @@ class EmbeddingCache:
 
     # async twins: every call runs on this cache's own single worker thread, so SQLite's
     # allocations stay in one thread (and one malloc arena) instead of spreading over a pool
-    def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _worker(self) -> WorkerPool:
+        # the runtime's pool: it keeps taking work after the main thread returned
         with self._lock:
             ex = self._executor
             if ex is None or self._executor_pid != os.getpid():
-                ex = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="parallelrag-embedding-cache"
-                )
+                ex = WorkerPool(1, "parallelrag-embedding-cache", idle_s=None)
                 self._executor = ex
                 self._executor_pid = os.getpid()
             return ex

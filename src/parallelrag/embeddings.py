@@ -33,7 +33,6 @@ waits out a provider outage up to the resilience config's ``outage_deadline_s``;
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import os
 import time
@@ -66,7 +65,7 @@ from .providers.tokens import (
     warm_up,
 )
 from .resilience import Resilience, config_from_limits
-from .runtime import get_runtime, run_async, run_sync
+from .runtime import WorkerPool, get_runtime, run_async, run_sync
 
 __all__ = ["BatchResult", "BatchStats", "EmbeddingClient"]
 
@@ -482,22 +481,20 @@ class _FunctionBackend(_Backend):
         self.max_concurrency = max_concurrency
         self.calls = 0
         self.texts_encoded = 0
-        self._pool_obj: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_obj: WorkerPool | None = None
         self._pool_pid = 0
 
     @property
     def namespace(self) -> str:
         return f"function|{self.model}|{self.declared_dim}"
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _pool(self) -> WorkerPool:
         # created on first use (on the runtime loop, so never twice at once) and again in a
         # forked child, whose copy has no threads; shut down when the client is collected
         pid = os.getpid()
         pool = self._pool_obj
         if pool is None or self._pool_pid != pid:
-            pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.max_concurrency, thread_name_prefix="parallelrag-embed-fn"
-            )
+            pool = WorkerPool(self.max_concurrency, "parallelrag-embed-fn")  # see runtime
             self._pool_obj, self._pool_pid = pool, pid
             weakref.finalize(self, pool.shutdown, wait=False)
         return pool

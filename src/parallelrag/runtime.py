@@ -20,8 +20,11 @@ Rules the runtime enforces:
 * after ``os.fork()`` the child builds a fresh runtime on first use;
 * at interpreter exit, registered closers run (HTTP sessions close), pending tasks are cancelled
   and awaited, and the loop is closed cleanly. A call cancelled by a shutdown raises
-  :class:`RuntimeShutdownError`; daemon threads still waiting at interpreter exit are left
-  asleep (the interpreter ends them) instead of each printing a traceback.
+  :class:`RuntimeShutdownError`; daemon threads still waiting at interpreter exit (sync
+  callers, and coroutines on a daemon thread's own event loop) are left asleep (the
+  interpreter ends them) instead of each printing a traceback. An atexit handler that runs
+  after that shutdown (one registered before parallelrag was imported) still gets its calls
+  served, each by a short-lived runtime of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import functools
 import gc
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -86,6 +90,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
 _IDLE_S = 60.0
 _local = threading.local()
 
+_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _WorkItem = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -101,11 +106,27 @@ class WorkerPool(concurrent.futures.ThreadPoolExecutor):
 
     A :class:`~concurrent.futures.ThreadPoolExecutor` subclass only so that asyncio accepts it
     as the loop's default executor (DNS look-ups); none of the base class's machinery is used.
+    Unlike the base class it keeps taking work while the interpreter exits (a
+    ``ThreadPoolExecutor`` refuses new work as soon as the main thread returns, before the
+    non-daemon threads that may still need it are joined), and it works in a child of
+    ``os.fork()`` (the parent's threads do not exist there: the child starts its own, and the
+    work queued in the parent is dropped). So it is also the executor to use for a dedicated
+    pool (``WorkerPool(1, "name")`` for calls that must never overlap; ``idle_s=None`` keeps
+    its threads instead of retiring them when idle, for work tied to a thread such as a SQLite
+    connection). ``shutdown(wait=True)`` waits until the queued work has run and the threads
+    have ended, as the base class does.
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str = "parallelrag-worker") -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        thread_name_prefix: str = "parallelrag-worker",
+        *,
+        idle_s: float | None = _IDLE_S,
+    ) -> None:
         super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
         self.limit = max(1, max_workers)
+        self._idle_s = idle_s
         self._prefix = thread_name_prefix
         self._cv = threading.Condition(threading.Lock())
         self._queue: deque[_WorkItem] = deque()
@@ -114,6 +135,13 @@ class WorkerPool(concurrent.futures.ThreadPoolExecutor):
         self._blocked = 0
         self._started = 0
         self._closed = False
+        _pools.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (one thread runs): forget the parent's threads, locks and queue."""
+        self._cv = threading.Condition(threading.Lock())
+        self._queue = deque()
+        self._nthreads = self._idle = self._blocked = 0
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
@@ -151,7 +179,7 @@ class WorkerPool(concurrent.futures.ThreadPoolExecutor):
                         self._nthreads -= 1
                         return
                     self._idle += 1
-                    woke = cv.wait(_IDLE_S)
+                    woke = cv.wait(self._idle_s)
                     self._idle -= 1
                     if not woke and not self._queue:
                         self._nthreads -= 1
@@ -194,7 +222,11 @@ class WorkerPool(concurrent.futures.ThreadPoolExecutor):
                 while self._queue:
                     self._queue.popleft()[0].cancel()
             self._cv.notify_all()
-        # ``wait`` is not honoured: threads may be blocked in user code; they are daemons
+            if wait and getattr(_local, "pool", None) is not self:
+                # the queued work runs first, then each thread sees the pool closed and ends
+                while self._nthreads:
+                    self._cv.wait(0.05)
+        # the runtime passes wait=False: its threads may be blocked in user code (daemons)
 
 
 @contextlib.contextmanager
@@ -305,6 +337,8 @@ class Runtime:
         self._closed = False
         self._closing = False
         self._exiting = False
+        self._late = False  # made for an atexit handler after the exit shutdown
+        self._late_calls = 0
         self._pending: set[concurrent.futures.Future[Any]] = set()
         started = threading.Event()
         self.thread = threading.Thread(
@@ -422,6 +456,10 @@ class Runtime:
             task = asyncio.current_task()
             own = task is not None and task.cancelling() > 0
             if not own and cfut.cancelled() and (self._closing or self._closed):
+                if self._exiting and threading.current_thread().daemon:
+                    # a daemon thread's own loop awaiting us at interpreter exit: wait for
+                    # good, as sync callers there do, rather than raise (and print)
+                    await asyncio.get_running_loop().create_future()
                 raise self._shutdown_error() from None
             raise
 
@@ -493,7 +531,14 @@ def get_runtime() -> Runtime:
     with _lock:
         rt = _runtime
         if rt is not None and rt._exiting and rt.pid == os.getpid():
-            return rt  # interpreter exit: no new runtime (its calls raise or park)
+            if rt._closed and threading.get_ident() == threading.main_thread().ident:
+                # an atexit handler registered before ours (atexit runs last-in, first-out)
+                # calls in after the exit shutdown: a runtime of its own, closed when that
+                # call returns (see _late_call)
+                rt = Runtime()
+                rt._late = True
+                _runtime = rt
+            return rt  # interpreter exit: no new runtime for other threads (they raise or park)
         if rt is None or rt.pid != os.getpid() or rt._closed:
             rt = Runtime()
             _runtime = rt
@@ -514,12 +559,41 @@ def run_sync(
     The caller blocks on a lock (no GIL held). On the runtime thread itself this raises
     :class:`RuntimeUsageError` (``alternative`` names the async method to use instead).
     """
-    return get_runtime().run_sync(coro, timeout=timeout, alternative=alternative)
+    rt = get_runtime()
+    if not rt._late:
+        return rt.run_sync(coro, timeout=timeout, alternative=alternative)
+    with _late_call(rt):
+        return rt.run_sync(coro, timeout=timeout, alternative=alternative)
 
 
 async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Await a coroutine on the runtime loop from whatever loop the caller runs on."""
-    return await get_runtime().run_async(coro)
+    rt = get_runtime()
+    if not rt._late:
+        return await rt.run_async(coro)
+    with _late_call(rt):
+        return await rt.run_async(coro)
+
+
+@contextlib.contextmanager
+def _late_call(rt: Runtime) -> Iterator[None]:
+    """Close a runtime made for a call from an atexit handler when that call returns.
+
+    Nothing runs after the atexit handlers that could close it later, so each such call gets
+    a runtime of its own (its HTTP sessions close, nothing is left running); concurrent calls
+    of one handler (``asyncio.gather``) share it until the last returns, and so do calls made
+    from its worker threads (a sync tool)."""
+    if threading.get_ident() != threading.main_thread().ident:
+        yield
+        return
+    rt._late_calls += 1
+    try:
+        yield
+    finally:
+        rt._late_calls -= 1
+        if rt._late_calls == 0:  # the last of the handler's concurrent calls (a gather)
+            rt._exiting = True  # the next call from the main thread gets a fresh one
+            rt.shutdown()
 
 
 async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -557,6 +631,8 @@ def _after_fork_in_child() -> None:
     global _runtime, _lock
     _runtime = None
     _lock = threading.Lock()
+    for pool in list(_pools):
+        pool._after_fork()
     for hook in _fork_hooks:
         try:
             hook()

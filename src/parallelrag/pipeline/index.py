@@ -53,11 +53,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import orjson
 
+# the splitters are imported with the pipeline, not when an index opens: an index opened
+# while the interpreter exits (an atexit handler) could not import them then
+from .. import splitters
 from ..documents import Chunk, Document, content_hash
 from ..embeddings import EmbeddingClient, _Tracker
 from ..errors import BadRequestError, ConfigError, ParallelRagError, StoreError
 from ..loaders import display_path, load_path
-from ..runtime import CallbackRunner, get_runtime, run_async, run_sync, to_thread
+from ..runtime import CallbackRunner, WorkerPool, get_runtime, run_async, run_sync, to_thread
 from ..store import EmbeddedStore, Hit, VectorStore
 from ..store.base import embed_text, text_key
 from ..store.embedded import on_read_only_media
@@ -112,12 +115,10 @@ _WRITE_BATCH = 64
 
 def default_splitter(embedder: EmbeddingClient) -> Any:
     """A recursive splitter sized for the embedder: model tokens for minilm, chars otherwise."""
-    from ..splitters import RecursiveSplitter
-
     if embedder.provider == "local" and "minilm" in embedder.model.lower():
         # 128 model tokens: best recall@1 / MRR in docs/retrieval-eval.md (vs 200 tokens)
-        return RecursiveSplitter(chunk_size=128, chunk_overlap=16, length="minilm")
-    return RecursiveSplitter(chunk_size=1500, chunk_overlap=150)
+        return splitters.RecursiveSplitter(chunk_size=128, chunk_overlap=16, length="minilm")
+    return splitters.RecursiveSplitter(chunk_size=1500, chunk_overlap=150)
 
 
 def _splitter_signature(splitter: Any) -> str:
@@ -149,8 +150,6 @@ def splitter_config(splitter: Any) -> dict[str, Any]:
 
 def splitter_from_config(cfg: Mapping[str, Any]) -> Any:
     """Rebuild a splitter of :mod:`parallelrag.splitters` from :func:`splitter_config`'s dict."""
-    from .. import splitters
-
     name = str(cfg.get("type", ""))
     cls = getattr(splitters, name, None)
     if "module" in cfg or cls is None or not isinstance(cls, type):
@@ -495,7 +494,7 @@ class Index:
         # store writes run on one thread of their own: SQLite's and FTS5's allocations then
         # stay in one malloc arena instead of spreading over the runtime's worker pool (which
         # made RSS creep with corpus size)
-        self._write_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._write_pool: WorkerPool | None = None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -726,11 +725,11 @@ class Index:
             pool.shutdown(wait=True)
         self.store.close()
 
-    def _writer(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _writer(self) -> WorkerPool:
+        # the runtime's pool, not a ThreadPoolExecutor: it keeps taking work after the main
+        # thread returned (a non-daemon thread or an atexit handler still ingesting)
         if self._write_pool is None:
-            self._write_pool = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="parallelrag-index-writer"
-            )
+            self._write_pool = WorkerPool(1, "parallelrag-index-writer", idle_s=None)
         return self._write_pool
 
     def __enter__(self) -> Index:

@@ -15,7 +15,6 @@ model call.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import re
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..runtime import get_runtime
+from ..runtime import WorkerPool, get_runtime
 
 __all__ = ["LOCAL_MODELS", "LocalModel", "MicroBatcher", "load_local_model", "local_model_key"]
 
@@ -272,9 +271,9 @@ class MicroBatcher:
         self._queue: deque[tuple[list[str], asyncio.Future[np.ndarray]]] = deque()
         self._running = False
         self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="parallelrag-model"
-        )
+        # the runtime's pool (one thread, kept): unlike a ThreadPoolExecutor it keeps taking
+        # work after the main thread returned and works in a forked child
+        self._executor = WorkerPool(1, "parallelrag-model", idle_s=None)
         self.model_calls = 0
         self.texts_encoded = 0
 

@@ -7,9 +7,10 @@ Every error the library raises on purpose is a :class:`ParallelRagError`::
     ├── RuntimeUsageError         a blocking call made where it would deadlock (runtime thread)
     │   └── RuntimeShutdownError  the runtime shut down while the call was pending
     ├── ProviderError             anything that went wrong talking to a model provider
-    │   ├── AuthenticationError   401 / 403
+    │   ├── AuthenticationError   401 / 403, or a proxy's 407
     │   ├── BadRequestError       400 / 404 / 413 / 422, or input rejected before sending
     │   ├── RateLimitError        429 after every retry was spent
+    │   │   └── QuotaExceededError  429 saying the quota or credit is used up (not retried)
     │   ├── ServerError           5xx after every retry was spent
     │   ├── ProviderTimeoutError  connect / read / total timeout (also a builtin TimeoutError)
     │   ├── ProviderConnectionError  connection refused / reset
@@ -43,6 +44,7 @@ __all__ = [
     "ProviderConnectionError",
     "ProviderError",
     "ProviderTimeoutError",
+    "QuotaExceededError",
     "RateLimitError",
     "ResponseError",
     "ResponseTooLargeError",
@@ -243,3 +245,9 @@ class WorkflowError(ParallelRagError):
     def __init__(self, message: str, *, node: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.node = node
+
+
+class QuotaExceededError(RateLimitError):
+    """A 429 that says the account's quota or credit is used up (OpenAI's
+    ``insufficient_quota``), not a momentary rate limit: waiting does not help, so it is not
+    retried. A RateLimitError, so handlers of 429s still catch it."""

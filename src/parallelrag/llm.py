@@ -20,7 +20,9 @@ circuit breaker → RPM/TPM budget (estimate = prompt tokens + ``max_tokens`` or
 corrected from the response's ``usage``) → adaptive concurrency slot → the request → retries
 with backoff honouring Retry-After. A stream holds its slot until it ends; it is retried only
 while nothing has been yielded yet, and a stream that is cut off raises
-:class:`~parallelrag.errors.ResponseError` instead of returning a partial answer.
+:class:`~parallelrag.errors.ResponseError` instead of returning a partial answer (one that
+ends after its finish reason but without its end marker is complete; a server that answers a
+stream request with one JSON completion yields its text as a single delta).
 
 Errors are exceptions from :mod:`parallelrag.errors`; batch calls never turn them into strings.
 """
@@ -59,7 +61,13 @@ from .providers.chat_openai import (
     WireResult,
     open_stream,
 )
-from .providers.http import translate_exception
+from .providers.http import (
+    HttpResponse,
+    body_snippet,
+    read_body,
+    too_large,
+    translate_exception,
+)
 from .providers.openai import OpenAICompat, sanitize_text
 from .providers.tokens import TokenCounter, counter_for, counter_ready, utf8_len, warm_up
 from .resilience import config_from_limits
@@ -1048,8 +1056,14 @@ class _StreamCore:
             async with open_stream(
                 api, dialect.endpoint, payload, dialect.extra_headers(payload)
             ) as resp:
+                first = b""
+                if resp.content_type in ("application/json", "text/html"):
+                    # a whole answer, or an event stream under the wrong label: look first
+                    first = await resp.content.readany()
+                    if resp.content_type == "text/html" or first.lstrip()[:1] == b"{":
+                        return await self._not_a_stream(resp, first)
                 decoder = SSEDecoder()
-                async for chunk in resp.content.iter_any():
+                async for chunk in _prefixed(first, resp.content):
                     if state.done:
                         continue  # drain to EOF so the connection can be reused
                     for event, data in decoder.feed(chunk):
@@ -1070,13 +1084,13 @@ class _StreamCore:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if state.done:
+            if state.done or (_finished(state) and not isinstance(exc, ProviderError)):
                 return state.result()  # everything arrived; a late transport hiccup is harmless
             err = translate_exception(exc, api.provider)
             if self.yielded:
                 raise _NoRetry(_truncated(err, state, api.provider)) from None
             raise err from None
-        if not state.done:
+        if not state.done and not _finished(state):
             err2 = ResponseError(
                 f"stream ended before its end marker ({_marker(dialect)}): truncated after "
                 f"{sum(len(p) for p in _parts(state))} characters",
@@ -1084,6 +1098,30 @@ class _StreamCore:
             )
             raise _NoRetry(err2) if self.yielded else err2
         return state.result()
+
+    async def _not_a_stream(self, resp: Any, first: bytes) -> WireResult:
+        """The server answered the streaming request with a whole JSON completion (it ignores
+        ``stream: true``): parse it as one and yield its text as a single delta. An HTML page
+        (a proxy, captive portal) is a ResponseError that says so. ``first``: the body's
+        start, already read."""
+        api = self.client._api
+        limit = api.http.max_response_bytes
+        if len(first) > limit:
+            raise too_large("response body", resp.url, limit, api.provider, resp.status)
+        body = first + await read_body(resp, max(1, limit - len(first)),
+                                       provider=api.provider, url=resp.url)
+        if resp.content_type == "text/html":
+            raise ResponseError(
+                f"expected an event stream from the provider, got text/html ({len(body)} "
+                f"bytes: {body_snippet(body)!r}); a proxy, firewall or captive portal may have "
+                "answered instead of the API", provider=api.provider, status_code=resp.status)
+        res = self.client._dialect.parse(HttpResponse(resp.status, resp.headers, body)
+                                         .json(api.provider))
+        if res.text:
+            self.yielded = True
+            assert self.queue is not None
+            await self.queue.put(res.text)
+        return res
 
 
 class _NoRetry(ProviderError):
@@ -1104,6 +1142,20 @@ def _truncated(err: ProviderError, state: StreamState, provider: str) -> Provide
     )
     out.__cause__ = err
     return out
+
+
+async def _prefixed(first: bytes, content: Any) -> AsyncIterator[bytes]:
+    """``first`` (when not empty), then the rest of the body as it arrives."""
+    if first:
+        yield first
+    async for chunk in content.iter_any():
+        yield chunk
+
+
+def _finished(state: StreamState) -> bool:
+    """The stream carried its finish reason (OpenAI ``finish_reason``, Anthropic
+    ``stop_reason``): every token arrived, even if the end marker did not."""
+    return bool(getattr(state, "finish", None) or getattr(state, "stop_reason", None))
 
 
 def _parts(state: StreamState) -> list[str]:

@@ -11,7 +11,10 @@ What it adds on top of aiohttp, and why:
   ``ALL_PROXY`` and ``NO_PROXY`` (either case, lower case first, as urllib and curl read them),
   read when the provider is created (as httpx reads them when a client is created).
   ``http://`` and ``https://`` proxy URLs work (CONNECT tunnels for ``https://`` targets); user and
-  password in the proxy URL become ``Proxy-Authorization`` for the proxy alone. Other schemes
+  password in the proxy URL become ``Proxy-Authorization`` for the proxy alone; a proxy that
+  answers 407 is an :class:`~parallelrag.errors.AuthenticationError` (not retried).
+  ``NO_PROXY`` entries may be host names, ``host:port`` or CIDR ranges (``10.0.0.0/8``, as
+  curl and httpx read them) for IP-literal hosts. Other schemes
   (``socks5://``) are a :class:`~parallelrag.errors.ConfigError` naming the variable, rather than
   a silent direct connection.
 * **TLS.** ``verify=True`` (the default): the system's CAs, honouring ``SSL_CERT_FILE`` /
@@ -19,7 +22,9 @@ What it adds on top of aiohttp, and why:
   only; an :class:`ssl.SSLContext`: used as given; ``verify=False``: no certificate checks.
 * **Redirects.** 307 and 308 are followed with the same method and body, at most
   :data:`MAX_REDIRECTS` hops; on a hop to another origin (scheme, host, port) the credential
-  headers (``authorization``, ``api-key``, ``x-api-key``) are dropped. Any other 3xx is a
+  headers (``authorization``, ``api-key``, ``x-api-key``) are dropped; a hop from ``https://``
+  to ``http://`` is refused (:class:`~parallelrag.errors.BadRequestError`): the body would go
+  out unencrypted. Any other 3xx is a
   :class:`~parallelrag.errors.BadRequestError` naming the ``Location``: an API that answers a POST
   with 301/302/303 wants a new base URL, and replaying the call as a GET would be wrong.
 * **No hidden resends.** aiohttp resends only idempotent methods on a dropped keep-alive
@@ -47,6 +52,7 @@ Callers build header dicts once per provider (values that carry a key are
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import ssl
@@ -71,6 +77,7 @@ from ..errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
+    QuotaExceededError,
     RateLimitError,
     ResponseError,
     ResponseTooLargeError,
@@ -88,6 +95,7 @@ __all__ = [
     "MAX_REDIRECTS",
     "HttpOptions",
     "HttpResponse",
+    "body_snippet",
     "error_for_status",
     "get_session",
     "json_bytes",
@@ -211,7 +219,7 @@ def _env_proxy(snapshot: tuple[str | None, ...], scheme: str, host: str, port: i
     no_proxy, _ = pick("no_proxy")
     if no_proxy:
         hostport = f"{host}:{port}" if port is not None else host
-        if proxy_bypass_environment(hostport, {"no": no_proxy}):
+        if proxy_bypass_environment(hostport, {"no": no_proxy}) or _in_cidr(host, no_proxy):
             return None, None
     value, source = pick(f"{scheme}_proxy")
     if scheme == "http" and source == "HTTP_PROXY" and env["REQUEST_METHOD"]:
@@ -221,6 +229,26 @@ def _env_proxy(snapshot: tuple[str | None, ...], scheme: str, host: str, port: i
     if not value:
         return None, None
     return _parse_proxy(value, source)
+
+
+def _in_cidr(host: str, no_proxy: str) -> bool:
+    """Whether the IP literal ``host`` lies in a CIDR entry of ``no_proxy`` (``10.0.0.0/8``,
+    ``fd00::/8``), as curl and httpx read them; urllib's matcher compares names only."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        entry = entry.strip()
+        if "/" not in entry:
+            continue
+        try:
+            net = ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            continue
+        if ip.version == net.version and ip in net:
+            return True
+    return False
 
 
 @lru_cache(maxsize=16)
@@ -317,12 +345,29 @@ class HttpResponse:
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as exc:
+            ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype and "json" not in ctype:
+                # a captive portal, a proxy's login or error page: say what came and show it
+                raise ResponseError(
+                    f"expected JSON from the provider, got {ctype} ({len(self.body)} bytes: "
+                    f"{body_snippet(self.body)!r}); a proxy, firewall or captive portal may have "
+                    "answered instead of the API",
+                    provider=provider, status_code=self.status,
+                    request_id=_request_id(self.headers),
+                ) from None
             raise ResponseError(
                 f"malformed JSON from provider ({len(self.body)} bytes): {exc}",
                 provider=provider,
                 status_code=self.status,
                 request_id=_request_id(self.headers),
             ) from None
+
+
+def body_snippet(body: bytes, limit: int = 160) -> str:
+    """The start of a non-JSON body on one line, tags stripped (a page's title and text)."""
+    text = body[:4096].decode("utf-8", "replace")
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @lru_cache(maxsize=64)
@@ -405,6 +450,8 @@ def translate_exception(
     if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
         return ProviderConnectionError(f"TLS handshake with {where} failed: {exc}",
                                        provider=provider)
+    if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407:
+        return _proxy_auth_error(where, provider)
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return ProviderConnectionError(
             f"the proxy refused the tunnel to {where}: {exc.status} {exc.message}",
@@ -437,6 +484,15 @@ def translate_exception(
     return ProviderError(f"unexpected error: {type(exc).__name__}: {exc}", provider=provider)
 
 
+def _proxy_auth_error(where: str, provider: str) -> AuthenticationError:
+    """407 from the proxy (on a CONNECT or a proxied request): its credentials are missing or
+    wrong; resending cannot help, and the provider never saw the request."""
+    return AuthenticationError(
+        f"the proxy requires authentication (407 Proxy Authentication Required) for {where}: "
+        "give it a user and password in the proxy URL (http://USER:PASSWORD@host:port, in "
+        "proxy= or HTTPS_PROXY / HTTP_PROXY)", provider=provider, status_code=407)
+
+
 def _one_line(message: object) -> str:
     """llhttp's messages span lines (the offending bytes, then a caret): one line of them."""
     parts = [p.strip() for p in str(message).splitlines()]
@@ -457,6 +513,27 @@ def _error_message(body: bytes) -> str:
     return str(data)[:300]
 
 
+#: error types / codes of a 429 that mean "the account is out of quota or credit"
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+
+
+def _error_code(body: bytes) -> str | None:
+    """The ``error.code`` (else ``error.type``) of a JSON error body, or None."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    for key in ("code", "type"):
+        value = err.get(key)
+        if isinstance(value, str) and value in _QUOTA_CODES:
+            return value
+    value = err.get("code") or err.get("type")
+    return value if isinstance(value, str) else None
+
+
 def error_for_status(
     status: int, headers: Mapping[str, str], body: bytes, provider: str
 ) -> ProviderError:
@@ -466,7 +543,11 @@ def error_for_status(
     retry_after = parse_retry_after(headers)
     kw: dict[str, Any] = {"provider": provider, "status_code": status, "request_id": rid}
     err: ProviderError
-    if status == 429:
+    if status == 429 and _error_code(body) in _QUOTA_CODES:
+        err = QuotaExceededError(
+            f"quota exceeded (not retried: waiting does not help): {msg}",
+            retry_after=retry_after, **kw)
+    elif status == 429:
         err = RateLimitError(f"rate limited: {msg}", retry_after=retry_after, **kw)
     elif status in (401, 403):
         err = AuthenticationError(f"authentication failed: {msg}", **kw)
@@ -607,6 +688,9 @@ async def send(
         except Exception as exc:
             raise translate_exception(exc, provider, url=target, timeouts=timeouts) from None
         status = resp.status
+        if status == 407 and proxy is not None:
+            resp.close()
+            raise _proxy_auth_error(safe_url(target), provider)
         if status < 300 or status >= 400:
             return resp
         location = resp.headers.get("location", "")
@@ -638,6 +722,13 @@ async def send(
             raise BadRequestError(
                 f"redirect {status} from {safe_url(target)} to an unusable location "
                 f"{location[:200]!r}", provider=provider, status_code=status)
+        if target.scheme == "https" and nxt.scheme == "http":
+            # the body (prompts, documents) would go out unencrypted
+            raise BadRequestError(
+                f"redirect {status} from {safe_url(target)} to {safe_url(nxt)} refused: it would "
+                "send the request unencrypted over http://; point base_url at the new location "
+                "if that is intended", provider=provider, status_code=status,
+                request_id=_request_id(resp.headers))
         if _origin(nxt) != _origin(target):
             hdrs = {k: v for k, v in hdrs.items() if k.lower() not in CREDENTIAL_HEADERS}
         target = nxt

@@ -171,9 +171,19 @@ class OpenAICompat:
         data = resp.json(self.provider)
         return self._parse_embeddings(data, len(texts), resp)
 
+    def _bad(self, what: str, resp: HttpResponse) -> ResponseError:
+        """The error for an embeddings answer that cannot be mapped onto the inputs."""
+        return ResponseError(f"unusable embeddings response: {what}", provider=self.provider,
+                             status_code=resp.status)
+
     def _parse_embeddings(
         self, data: Any, n: int, resp: HttpResponse
     ) -> tuple[np.ndarray, int | None]:
+        if isinstance(data, dict) and data.get("error") is not None and not data.get("data"):
+            # a gateway's 200 carrying an error object: its message, not "KeyError: 'data'"
+            from .chat_openai import error_from_payload  # chat_openai imports this module
+
+            raise error_from_payload(data["error"], self.provider)
         try:
             items = data["data"]
             if len(items) != n:
@@ -181,9 +191,16 @@ class OpenAICompat:
                     f"provider returned {len(items)} embeddings for {n} inputs",
                     provider=self.provider,
                 )
-            rows: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * n
+            rows: list[np.ndarray | None] = [None] * n
+            dim = -1
             for pos, item in enumerate(items):
                 idx = item.get("index", pos)
+                # a bool is an int to Python, and a negative one indexes from the end: either
+                # would put a vector on another input's row without a word
+                if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+                    raise self._bad(f"index {idx!r} is not one of 0..{n - 1}", resp)
+                if rows[idx] is not None:
+                    raise self._bad(f"index {idx} twice", resp)
                 emb = item["embedding"]
                 if isinstance(emb, str):
                     vec = np.frombuffer(base64.b64decode(emb), dtype="<f4")
@@ -191,8 +208,16 @@ class OpenAICompat:
                         self._b64_supported = True
                 else:
                     vec = np.asarray(emb, dtype=np.float32)
+                if vec.ndim != 1 or vec.size == 0:
+                    what = "empty" if vec.size == 0 else f"not a flat list (shape {vec.shape})"
+                    raise self._bad(f"the vector at index {idx} is {what}", resp)
+                if dim == -1:
+                    dim = vec.size
+                elif vec.size != dim:
+                    raise self._bad(f"the vector at index {idx} has dimension {vec.size}, "
+                                    f"the one before it {dim}", resp)
                 rows[idx] = vec
-            out = np.vstack(rows).astype(np.float32, copy=False)
+            out = np.vstack(rows).astype(np.float32, copy=False)  # type: ignore[arg-type]
             usage = data.get("usage") or {}
             tokens = usage.get("total_tokens", usage.get("prompt_tokens"))
             return out, (int(tokens) if tokens is not None else None)

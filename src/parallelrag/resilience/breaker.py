@@ -58,6 +58,8 @@ class CircuitBreaker:
         self._probe_started: float | None = None
         self.opens = 0
         self.rejections = 0
+        #: the message of the last failure reported with a cause (quoted when rejecting)
+        self.last_error: str | None = None
         self._changed: list[asyncio.Future[None]] = []
 
     @property
@@ -82,7 +84,7 @@ class CircuitBreaker:
                 raise CircuitOpenError(
                     f"circuit open for {self.name or 'provider'} after "
                     f"{self._failures_when_opened} consecutive failures; "
-                    f"retrying in {reopens:.1f} s",
+                    f"retrying in {reopens:.1f} s{self._last()}",
                     reopens_in_s=reopens,
                 )
             self._state = "half_open"
@@ -97,9 +99,12 @@ class CircuitBreaker:
         raise CircuitOpenError(
             f"circuit open (half-open) for {self.name or 'provider'} after "
             f"{self._failures_when_opened} consecutive failures: a probe request is in flight; "
-            f"retrying in {wait:.1f} s",
+            f"retrying in {wait:.1f} s{self._last()}",
             reopens_in_s=wait,
         )
+
+    def _last(self) -> str:
+        return f" (last error: {self.last_error})" if self.last_error else ""
 
     def on_success(self) -> None:
         self.consecutive_failures = 0
@@ -108,7 +113,11 @@ class CircuitBreaker:
             self._probe_started = None
             self._notify()
 
-    def on_failure(self) -> None:
+    def on_failure(self, cause: BaseException | None = None) -> None:
+        """A provider failure; ``cause`` (its message, which carries no key) is quoted by the
+        CircuitOpenError of the rejected requests, so they say what failed, not only how often."""
+        if cause is not None:
+            self.last_error = _describe(cause)
         n = self.consecutive_failures + 1
         self.consecutive_failures = n
         st = self._state
@@ -177,3 +186,12 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(name={self.name!r}, state={self.state!r})"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for ``exc``: a ParallelRagError's own message (no provider suffix, no key),
+    else the type name only (an arbitrary exception's text is not known to be key-free)."""
+    msg = getattr(exc, "message", None)
+    text = msg if isinstance(msg, str) and msg else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -361,7 +361,7 @@ class Resilience:
             stats.timeouts += 1
             stats.overloads += 1
             if new_epoch:
-                br.on_failure()
+                br.on_failure(exc)
             else:
                 br.on_neutral()
             return "timeout", retry
@@ -370,14 +370,14 @@ class Resilience:
             if status in _OVERLOAD_STATUSES:
                 stats.overloads += 1
                 if new_epoch:
-                    br.on_failure()
+                    br.on_failure(exc)
                 else:
                     br.on_neutral()
                 return "overload", retry
-            br.on_failure()
+            br.on_failure(exc)
             return "error", retry
         if isinstance(exc, ProviderConnectionError):
-            br.on_failure()
+            br.on_failure(exc)
             return "error", retry
         br.on_neutral()
         return "error", retry

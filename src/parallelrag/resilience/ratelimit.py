@@ -310,6 +310,9 @@ class RateLimiter:
         rem = _num(rem_s)
         if rem is None:
             return
+        # an over-drawn window ("remaining: -5000") means none left, not a debt of 5000 that
+        # would hold every call on the key for many windows
+        rem = max(rem, 0.0)
         if bucket is not None:
             bucket.refill(now)
             if rem < bucket.level:

@@ -24,6 +24,7 @@ from ..errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
+    QuotaExceededError,
     RateLimitError,
     ResponseError,
     ResponseTooLargeError,
@@ -194,12 +195,14 @@ def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     Retried: 429, 5xx in ``retry_statuses`` (or without a status), timeouts, connection errors,
     malformed responses, and any ProviderError whose status is in ``retry_statuses`` (408/409).
     Never: authentication, bad requests, an open circuit, a certificate the verifier rejects, a
-    response over the size limit, other 4xx, and exceptions that are not
-    ParallelRagErrors (the HTTP layer translates transport errors into ours).
+    response over the size limit, a 429 that says the quota is used up, other 4xx, and
+    exceptions that are not ParallelRagErrors (the HTTP layer translates transport errors into
+    ours).
     """
     if isinstance(exc, (CircuitOpenError, AuthenticationError, BadRequestError,
-                        TLSVerificationError, ResponseTooLargeError)):
-        return False  # the same request would fail the same way (a certificate, a key, a size)
+                        TLSVerificationError, ResponseTooLargeError, QuotaExceededError)):
+        return False  # the same request would fail the same way (a certificate, a key, a size,
+        # an account out of credit)
     if isinstance(exc, (ProviderTimeoutError, ProviderConnectionError, ResponseError)):
         return True
     if isinstance(exc, (RateLimitError, ServerError)):

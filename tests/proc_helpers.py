@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +46,24 @@ def run_script(script: str, *args: str, timeout: float = 120.0) -> Ran:
             pass
         out, err = proc.communicate()
         return Ran(None, out, err)
+
+
+def in_forked_child(check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a child of ``os.fork()`` and return what it returned there (False when
+    it raised); the child always ends with ``os._exit``, so no test machinery runs twice."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, b"ok" if check() else b"bad")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    msg = os.read(r, 10)
+    os.close(r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    return msg == b"ok"

@@ -15,7 +15,7 @@ import pytest
 
 from parallelrag.runtime import WorkerPool
 from parallelrag.sim import SimServer
-from proc_helpers import run_script
+from proc_helpers import in_forked_child, run_script
 
 # -------------------------------------------------------------------------------------------
 # A daemon thread that runs its own event loop and awaits parallelrag when the interpreter
@@ -112,26 +112,15 @@ def test_an_atexit_handler_registered_before_the_runtime_can_call_clients(
 def test_worker_pool_runs_work_in_a_forked_child() -> None:
     pool = WorkerPool(1, "test-fork-pool")
     assert pool.submit(lambda: 1 + 1).result(10) == 2  # a thread now exists in the parent
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            os.close(r)
-            fut = pool.submit(lambda: 21 * 2)
-            deadline = time.monotonic() + 10
-            while not fut.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.write(w, b"ok" if fut.done() and fut.result() == 42 else b"hang")
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    _, status = os.waitpid(pid, 0)
-    msg = os.read(r, 10)
-    os.close(r)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert msg == b"ok"
+
+    def child() -> bool:
+        fut = pool.submit(lambda: 21 * 2)
+        deadline = time.monotonic() + 10
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return fut.done() and fut.result() == 42
+
+    assert in_forked_child(child)
     assert pool.submit(lambda: 3).result(10) == 3  # the parent's pool is unaffected
     pool.shutdown()
 

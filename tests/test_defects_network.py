@@ -53,9 +53,10 @@ def _emb_body(items: list[tuple[object, object]]) -> bytes:
                          "usage": {"prompt_tokens": 2, "total_tokens": 2}})
 
 
-def _answer(body: bytes) -> Scripted:
+def _answer(body: bytes, content_type: str = "application/json") -> Scripted:
+    """A server that answers every request with 200, ``body`` and ``content_type``."""
     async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(ok(body))
+        w.write(ok(body).replace(b"application/json", content_type.encode(), 1))
         return True
 
     return Scripted(h)
@@ -223,12 +224,7 @@ def test_embeddings_200_with_an_error_object_says_the_providers_message() -> Non
 
 def _html_answer() -> Scripted:
     page = b"<html><head><title>Guest Wi-Fi</title></head><body>Please log in</body></html>"
-
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(ok(page).replace(b"application/json", b"text/html; charset=utf-8"))
-        return True
-
-    return Scripted(h)
+    return _answer(page, "text/html; charset=utf-8")
 
 
 def test_html_200_names_the_content_type_and_shows_the_page() -> None:
@@ -284,12 +280,7 @@ def test_stream_that_ends_after_its_finish_reason_without_done_is_complete() -> 
     body = (b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
             b'data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n')
 
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-        return True
-
-    with Scripted(h) as srv:
+    with _answer(body, "text/event-stream") as srv:
         llm = LlmClient.openai("m", base_url=srv.url(), api_key=KEY, max_retries=0)
         got: list[str] = []
         stream = llm.stream("hi")
@@ -302,12 +293,7 @@ def test_stream_that_ends_after_its_finish_reason_without_done_is_complete() -> 
 def test_stream_cut_before_its_finish_reason_is_still_an_error() -> None:
     body = b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
 
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-        return True
-
-    with Scripted(h) as srv:
+    with _answer(body, "text/event-stream") as srv:
         llm = LlmClient.openai("m", base_url=srv.url(), api_key=KEY, max_retries=0)
         got: list[str] = []
         err = _stream_of(got, llm)
@@ -394,12 +380,7 @@ def test_event_stream_labelled_application_json_still_streams() -> None:
             b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}\n\n'
             b"data: [DONE]\n\n")
 
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-        return True
-
-    with Scripted(h) as srv:
+    with _answer(body, "application/json") as srv:
         llm = LlmClient.openai("m", base_url=srv.url(), api_key=KEY, max_retries=0)
         got: list[str] = []
         assert _stream_of(got, llm) is None
@@ -420,12 +401,7 @@ def test_anthropic_stream_that_ends_after_its_stop_reason_without_message_stop_i
             + sse("message_delta", {"type": "message_delta", "delta": {
                 "stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}))
 
-    async def h(i: int, req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                + f"content-length: {len(body)}\r\n\r\n".encode() + body)
-        return True
-
-    with Scripted(h) as srv:
+    with _answer(body, "text/event-stream") as srv:
         llm = LlmClient.anthropic("c", base_url=srv.url(""), api_key=KEY, max_retries=0)
         stream = llm.stream("hi")
         assert "".join(stream) == "ok"

@@ -16,6 +16,7 @@ import pytest
 from parallelrag import runtime
 from parallelrag.errors import RuntimeUsageError
 from parallelrag.sim import SimServer
+from proc_helpers import in_forked_child
 
 
 async def _work(x: int, delay: float = 0.01) -> tuple[int, int | None]:
@@ -124,25 +125,13 @@ def test_sync_call_from_to_thread_worker_works() -> None:
 def test_fresh_runtime_after_fork() -> None:
     parent_rt = runtime.get_runtime()
     runtime.run_sync(_work(1))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            os.close(r)
-            value, ident = runtime.run_sync(_work(7), timeout=10)
-            rt = runtime.get_runtime()
-            ok = value == 14 and rt is not parent_rt and ident == rt.thread.ident
-            os.write(w, b"ok" if ok else b"bad")
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    _, status = os.waitpid(pid, 0)
-    msg = os.read(r, 10)
-    os.close(r)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert msg == b"ok"
+
+    def child() -> bool:
+        value, ident = runtime.run_sync(_work(7), timeout=10)
+        rt = runtime.get_runtime()
+        return value == 14 and rt is not parent_rt and ident == rt.thread.ident
+
+    assert in_forked_child(child)
     assert runtime.get_runtime() is parent_rt
 
 

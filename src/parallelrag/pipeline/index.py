@@ -986,6 +986,11 @@ class Index:
                     if stop.is_set():
                         fut.cancel()
                         raise _Stopped() from None
+                except concurrent.futures.CancelledError:
+                    # the put was cancelled with the ingest (a failed write, the runtime
+                    # shutting down): stop quietly, rather than end the loader thread with a
+                    # CancelledError that asyncio reports as never retrieved at exit
+                    raise _Stopped() from None
 
         def unchanged(owner: str, keys: list[str], h: str) -> bool:
             old = by_owner.get(owner, [])

@@ -202,7 +202,10 @@ class IngestView:
             self._last_change = now
         self._rate.add(now, files)
         prov = self._provider_stats()
-        if now - self._prov_t >= 1.0 or self._prov_before is None:
+        # plain lines each cover the time since the line before; a live line holds its reason
+        # for a second so that it can be read
+        window = 1.0 if self.live else min(1.0, self.plain_every_s)
+        if now - self._prov_t >= window or self._prov_before is None:
             self._reason = waiting_reason(prov, self._prov_before, now - self._last_change)
             self._prov_before, self._prov_t = prov, now
         total = self.total
@@ -227,10 +230,16 @@ class IngestView:
         return " · ".join(parts)
 
     # ---------------------------------------------------------------- rendering
+    def _snapshot_start(self) -> None:
+        """The provider's counters at the start: the first line's reason compares with these,
+        so a retry in the run's first moments is shown too."""
+        self._prov_start = self._provider_stats()
+        self._prov_before, self._prov_t = dict(self._prov_start), self._clock()
+
     def __enter__(self) -> IngestView:
         if not self.enabled:
             return self
-        self._prov_start = self._provider_stats()
+        self._snapshot_start()
         if self.live:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn

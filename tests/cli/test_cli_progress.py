@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from cli_helpers import Run
 
-from parallelrag.cli_progress import RateWindow, count_files, format_eta, waiting_reason
+from parallelrag.cli_progress import (
+    IngestView,
+    RateWindow,
+    count_files,
+    format_eta,
+    waiting_reason,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,6 +91,8 @@ def test_progress_lines_show_total_and_rate_limit_wait(corpus: Path, cli: Callab
 
 
 def test_progress_lines_show_retries(corpus: Path, cli: Callable[..., Run], make_sim) -> None:
+    for i in range(6):  # enough requests that retries fall before the last line, not only after
+        (corpus / "docs" / f"extra{i}.txt").write_text(f"extra document {i} about retries")
     srv = make_sim(latency=0.2, fault_500=0.5, seed=3)
     spec = f"openai://text-embedding-3-small?base_url={srv.url}&batch_size=1&dimensions=32"
     run = cli("ingest", "docs", "--index", "idx", "--embed", spec,
@@ -93,3 +101,30 @@ def test_progress_lines_show_retries(corpus: Path, cli: Callable[..., Run], make
     assert srv.stats()["status_counts"].get("500", 0) > 0
     lines = [ln for ln in run.err_lines if ln.startswith("ingest: ")]
     assert any("waiting: retrying after errors" in ln for ln in lines), lines
+
+
+class _Stats:
+    """An embedder stand-in for the view: only ``stats()`` is read, the counters are set by hand."""
+
+    def __init__(self) -> None:
+        self.prov: dict[str, object] = {"retries": 0, "successes": 0, "in_flight": 1}
+
+    def stats(self) -> dict[str, object]:
+        return {"provider": dict(self.prov)}
+
+
+@pytest.mark.parametrize("every", [0.2, 10.0])
+def test_every_plain_line_covers_the_time_since_the_one_before(every: float) -> None:
+    # a retry in the first moments of a run, or between two lines, is shown on the next line
+    t = [0.0]
+    emb = _Stats()
+    view = IngestView(4, emb, enabled=True, live=False, plain_every_s=every, clock=lambda: t[0])
+    view._snapshot_start()  # what __enter__ takes before it starts the printing thread
+    emb.prov["retries"] = 1
+    t[0] += every
+    assert "waiting: retrying after errors (1 retries so far)" in view.status()
+    t[0] += every
+    assert "retrying" not in view.status()  # nothing new since the line before
+    emb.prov["retries"] = 2
+    t[0] += every
+    assert "retrying after errors (2 retries so far)" in view.status()

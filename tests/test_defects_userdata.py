@@ -399,7 +399,8 @@ def test_a_warning_repeated_for_many_files_is_printed_once_with_its_count(
         (pdfs / f"p{i:02}.pdf").write_bytes(buf.getvalue()[:-20])
     (pdfs / "ok.txt").write_text("Plain text beside the damaged PDFs.")
     run = cli("ingest", "pdfs", "--index", "idx", "--embed", "wordllama")
-    assert run.code == 0, run.stderr
+    # the cut trailers leave pypdf unable to read the files: each is listed as a failure
+    assert run.code == 1 and "1 added" in run.stdout and "25 failed" in run.stdout, run.stdout
     warned = [ln for ln in run.stderr.splitlines() if ln.startswith("warning:")]
     eof = [ln for ln in warned if "EOF marker not found" in ln]
     assert len(eof) == 2, run.stderr
@@ -478,3 +479,31 @@ def test_a_glob_given_as_a_path_says_patterns_are_not_expanded(
         ((source, reason),) = report.skipped
         assert source == "docs/*.txt" and "include=" in reason, reason
         assert index.ingest(["docs"], include=["*.txt"]).added == 2
+
+
+def test_files_that_cannot_be_loaded_are_failures_not_skips(tmp_path: Path) -> None:
+    # a damaged PDF, a JSON Lines file with a broken line, text that decodes as nothing: files of
+    # a kind the user asked for that are not in the index. They were listed as "skipped" with
+    # exit 0 and ok: true, so a script or a nightly job could not tell; binary and empty files
+    # stay skips (not content), and every good file is still ingested
+    docs = make_docs(tmp_path)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    (docs / "records.jsonl").write_text('{"text": "alpha"}\n{"text": broken\n')
+    (docs / "photo.bin").write_bytes(bytes(range(256)) * 4)
+    (docs / "blank.md").write_text("   \n")
+    index = tmp_path / "idx"
+    run = cli("ingest", docs, "--index", index, "--embed", "wordllama", "--json")
+    assert run.code == 1, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["ok"] is False and doc["added"] == 2
+    failed = {Path(f["source"]).name: f["reason"] for f in doc["failed"]}
+    skipped = {Path(s["source"]).name: s["reason"] for s in doc["skipped"]}
+    assert set(failed) == {"broken.pdf", "records.jsonl"}, doc
+    assert failed["broken.pdf"].startswith("invalid PDF") and "line 2" in failed["records.jsonl"]
+    assert skipped == {"photo.bin": "binary", "blank.md": "empty"}, doc
+    text = cli("ingest", docs, "--index", index, "--embed", "wordllama")
+    assert text.code == 1 and f"failed {docs / 'broken.pdf'}: invalid PDF" in text.stdout, text.stdout
+    # the Python API says the same: the report is not ok
+    report = Index.open(index).ingest([docs])
+    assert not report.ok and {Path(s).name for s, _ in report.failed} == set(failed)
+    assert report.unchanged == 2

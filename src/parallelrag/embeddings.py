@@ -55,7 +55,13 @@ from .errors import (
     ProviderError,
     RateLimitError,
 )
-from .providers.local import LocalModel, batcher_for, load_local_model, local_model_key
+from .providers.local import (
+    LOCAL_MODELS,
+    LocalModel,
+    batcher_for,
+    load_local_model,
+    local_model_key,
+)
 from .providers.openai import OpenAICompat, sanitize_text
 from .providers.tokens import (
     SMALL_CHARS,
@@ -418,7 +424,9 @@ class _LocalBackend(_Backend):
 
     @property
     def namespace(self) -> str:
-        return f"local|{self.name}"
+        # a folder's or hub model's id carries a fingerprint of its files: a model that
+        # replaced another in the same folder gets cache entries of its own
+        return f"local|{self.name if self.key in LOCAL_MODELS else self.load().model_id}"
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         m = self.load()
@@ -505,6 +513,13 @@ class _FunctionBackend(_Backend):
         )
 
     def _check(self, result: Any, n: int) -> np.ndarray:
+        detach = getattr(result, "detach", None)
+        if callable(detach) and hasattr(result, "is_complex"):
+            # a torch tensor (torch not imported here): out of autograd, to the CPU, and from
+            # half/bfloat16 (which numpy cannot take) to float32
+            result = detach().cpu()
+            if not result.is_complex():
+                result = result.float()
         try:
             raw = np.asarray(result)
             arr = raw.astype(np.float32, copy=False) if not np.iscomplexobj(raw) else raw

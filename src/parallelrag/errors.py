@@ -236,7 +236,16 @@ class StoreError(ParallelRagError):
 
 
 class LoaderError(ParallelRagError):
-    """A source document could not be loaded."""
+    """A source document could not be loaded.
+
+    ``failed`` is True (the default) where a file of a kind the user asked for could not be
+    read (damaged, undecodable, a broken record): an ingest lists it under ``failed``. False
+    marks a file that is not loaded by design (``"binary"``): an ingest lists it under
+    ``skipped``."""
+
+    def __init__(self, message: str, *, failed: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.failed = failed
 
 
 class WorkflowError(ParallelRagError):

@@ -139,11 +139,12 @@ def test_register_custom_loader_and_failures(tmp_path: Path, monkeypatch: pytest
     assert doc.metadata["opts"] == {"text_field": "f"} and doc.source == str(org)
     fail = tmp_path / "x.fail"
     fail.write_text("x")
-    assert load_file(fail) == Skip(str(fail), "custom reason")
+    # a loader's LoaderError is a failure to load the file, unless it says otherwise
+    assert load_file(fail) == Skip(str(fail), "custom reason", failed=True)
     crash = tmp_path / "x.TAR.crash"
     crash.write_text("x")
     assert loader_for(crash) is load_crash
-    assert load_file(crash) == Skip(str(crash), "loader error: ValueError: boom")
+    assert load_file(crash) == Skip(str(crash), "loader error: ValueError: boom", failed=True)
 
 
 def test_load_source_hash_and_max_bytes(tmp_path: Path) -> None:

@@ -210,6 +210,8 @@ def _prepare_file(path: str, *, splitter: Any, context: bool, sig: str, root: st
     res = load_source(path, text_field=text_field, max_bytes=max_bytes)
     key = file_identity(res.path, root)
     if res.skip is not None:  # reported under the path as given, as the local engine does
+        if res.skip.failed:  # could not be read or loaded: a failure, not a skip
+            return _Prepared(file=res.skip.path, failed=res.skip.reason, owner=key)
         return _Prepared(file=res.skip.path, skip=res.skip.reason, owner=key)
     h = f"{res.content_hash}:{sig}"
     keys = [d.source for d in file_documents(key, res.documents, path)]
@@ -388,7 +390,7 @@ def ray_ingest(
 
     for item in (it for r in roots for it in walk(r)):
         if isinstance(item, Skip):
-            report.skipped.append((item.path, item.reason))
+            (report.failed if item.failed else report.skipped).append((item.path, item.reason))
             key = file_identity(item.path, root)
             if key in by_owner:  # a file we had is now unreadable: keep it unless pruned
                 seen.setdefault(key, item.path)

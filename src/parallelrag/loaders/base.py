@@ -94,10 +94,15 @@ def find_display_path(display: str | os.PathLike[str]) -> Path | None:
 class Skip:
     """A source that was not loaded, and why (``"binary"``, ``"empty"``, ``"symlink loop"``, ...).
 
-    ``path`` and ``reason`` are valid text (see :func:`display_path`), safe to print or store."""
+    ``path`` and ``reason`` are valid text (see :func:`display_path`), safe to print or store.
+    ``failed``: the source could not be read or loaded (unreadable, damaged, undecodable), as
+    opposed to one that holds nothing to index (binary, empty, too large, a duplicate): an
+    ingest reports the first kind under ``failed`` (the run is not ok) and the second under
+    ``skipped``."""
 
     path: str
     reason: str
+    failed: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", display_path(self.path))

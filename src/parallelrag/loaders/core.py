@@ -81,9 +81,9 @@ def load_bytes(path: Path, data: bytes, *, text_field: str | None = None,
     try:
         docs = loader(path, data, **options)
     except LoaderError as exc:
-        return Skip(raw, exc.message)
+        return Skip(raw, exc.message, exc.failed)
     except Exception as exc:  # a damaged file must not stop an ingest of thousands
-        return Skip(raw, f"loader error: {type(exc).__name__}: {exc}")
+        return Skip(raw, f"loader error: {type(exc).__name__}: {exc}", True)
     docs = [d for d in docs if d.text.strip()]
     if not docs:
         return Skip(raw, "empty")
@@ -110,7 +110,8 @@ def load_source(path: str | os.PathLike[str], *, text_field: str | None = None,
     except FileNotFoundError:
         return LoadResult(key, skip=Skip(key, "broken symlink" if p.is_symlink() else "not found"))
     except OSError as exc:
-        return LoadResult(key, skip=Skip(key, f"unreadable: {exc.strerror or type(exc).__name__}"))
+        return LoadResult(key, skip=Skip(key, f"unreadable: {exc.strerror or type(exc).__name__}",
+                                         True))
     if not stat.S_ISREG(st.st_mode):
         return LoadResult(key, skip=Skip(key, "not a regular file"))
     if max_bytes is not None and st.st_size > max_bytes:
@@ -119,7 +120,8 @@ def load_source(path: str | os.PathLike[str], *, text_field: str | None = None,
         with open(p, "rb") as f:
             data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except OSError as exc:
-        return LoadResult(key, skip=Skip(key, f"unreadable: {exc.strerror or type(exc).__name__}"))
+        return LoadResult(key, skip=Skip(key, f"unreadable: {exc.strerror or type(exc).__name__}",
+                                         True))
     if max_bytes is not None and len(data) > max_bytes:  # grew since stat
         return LoadResult(key, skip=Skip(key, f"too large (> max_bytes {max_bytes})"))
     digest = hashlib.sha256(data).hexdigest()

@@ -196,7 +196,7 @@ def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = Tr
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
         utf16 = _bomless_utf16(data)
         if utf16 is None:
-            raise LoaderError("binary")
+            raise LoaderError("binary", failed=False)
         return _finish(utf16, newlines)
     try:
         text = data.decode("utf-8")
@@ -204,7 +204,7 @@ def decode_text(data: bytes, *, declared: str | None = None, newlines: bool = Tr
         pass
     else:
         if _control_share(text) > _MAX_CONTROL_UTF8:
-            raise LoaderError("binary")
+            raise LoaderError("binary", failed=False)
         return _finish(text, newlines)
     bad = data.decode("utf-8", "replace").count("\ufffd")
     replaced: tuple[str, int] | None = None

@@ -121,7 +121,7 @@ def _parse(text: str, where: str = "") -> Any:
 
 def _require(docs: list[Document], text_field: str | None) -> list[Document]:
     if not docs and text_field is not None:
-        raise LoaderError(f"no records with text field {text_field!r}")
+        raise LoaderError(f"no records with text field {text_field!r}", failed=False)
     return docs
 
 

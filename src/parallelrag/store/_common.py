@@ -111,6 +111,17 @@ def filter_items(where: Filter | None) -> Iterator[tuple[str, Any]]:
         yield key, value
 
 
+def _same_model(saved: object, requested: str) -> bool:
+    """``saved`` (a manifest's model id) names the ``requested`` model. A local folder's or hub
+    model's id carries a fingerprint of what it holds (``PATH@sha256-...``, ``org/name@rev-...``);
+    an index saved before ids had one holds the bare ``PATH`` and opens with that folder's model
+    as it always did (it cannot tell which model built it)."""
+    if saved == requested:
+        return True
+    base, sep, tag = requested.rpartition("@")
+    return bool(sep) and tag.startswith(("sha256-", "rev-")) and saved == base
+
+
 def check_manifest(
     rows: Mapping[str, Any],
     *,
@@ -133,7 +144,7 @@ def check_manifest(
             f"{kind} schema version {version} is newer than this parallelrag supports ({schema_version})"
         )
     rec_model, rec_dim = rows.get("model_id"), int(rows.get("dimension", "0"))
-    if rec_model != model_id or rec_dim != dimension:
+    if not _same_model(rec_model, model_id) or rec_dim != dimension:
         raise ConfigError(
             f"{subject} was built with model {rec_model!r} (dimension {rec_dim}), "
             f"but model {model_id!r} (dimension {dimension}) was requested; "

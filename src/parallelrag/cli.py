@@ -33,6 +33,7 @@ from .cli_support import (
     debug_from_env,
     echo,
     echo_json,
+    hide_credentials,
     report_error,
 )
 from .errors import ParallelRagError, StoreError
@@ -631,7 +632,7 @@ def remove(sources: tuple[str, ...], index_dir: str, as_json: bool) -> None:
             echo(f"removed {s}")
         for s in not_found:
             echo(f"not in the index: {s}")
-        echo(f"{len(removed)} documents removed from {index_dir}")
+        echo(f"{len(removed)} documents removed from {hide_credentials(index_dir)}")
     if not_found:
         ctx.exit(EXIT_FAILURE)
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .cli_support import hide_credentials
 from .loaders import display_path, find_display_path
 
 __all__ = [
@@ -64,7 +65,8 @@ _SCORE_WORDS = {
 
 
 def _head(command: str, index_dir: str, ok: bool, warnings: Sequence[str]) -> dict[str, Any]:
-    return {"command": command, "index": index_dir, "ok": ok, "warnings": list(warnings)}
+    return {"command": command, "index": hide_credentials(index_dir), "ok": ok,
+            "warnings": list(warnings)}
 
 
 def hit_json(rank: int, h: Any, mode: str) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def ingest_json(index_dir: str, report: Any, missing: Sequence[str],
 
 def ingest_lines(index_dir: str, doc: dict[str, Any]) -> list[str]:
     lines = [
-        f"ingest into {index_dir}: {doc['added']} added, {doc['updated']} updated, "
+        f"ingest into {hide_credentials(index_dir)}: {doc['added']} added, {doc['updated']} updated, "
         f"{doc['unchanged']} unchanged, {doc['removed']} removed, {len(doc['skipped'])} skipped, "
         f"{len(doc['failed'])} failed",
         f"{doc['chunks']} chunks written, {doc['embedded']} texts embedded "

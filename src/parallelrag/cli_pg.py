@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .cli_support import EXIT_FAILURE, CliError, OpeningError, echo, echo_json
+from .cli_support import EXIT_FAILURE, CliError, OpeningError, echo, echo_json, hide_credentials
 from .errors import StoreError
 
 __all__ = ["copy", "pg"]
@@ -134,8 +134,6 @@ def _copy_from_folder(src: str, dst: str, prune: bool) -> Any:
 
 
 def _safe(location: str) -> str:
-    """A location fit to print: a database URL without its user and password."""
-    if "://" in location and "@" in location:
-        scheme, rest = location.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return location
+    """A location fit to print: a database URL without its user and password (in the user part
+    or a ``password=`` parameter)."""
+    return hide_credentials(location)

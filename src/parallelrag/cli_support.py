@@ -64,11 +64,13 @@ class CliError(Exception):
 
 
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+_URL_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&\s]+")
 
 
 def hide_credentials(text: str) -> str:
-    """``scheme://user:password@host`` → ``scheme://***@host`` anywhere in ``text``."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+    """``scheme://user:password@host`` → ``scheme://***@host`` and ``?password=...`` →
+    ``?password=***`` anywhere in ``text``."""
+    return _URL_PASSWORD_PARAM.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 
 class OpeningError(Exception):

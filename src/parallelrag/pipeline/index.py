@@ -598,7 +598,7 @@ class Index:
                 raise ConfigError("pass embedder= to open a PostgreSQL index")
             saved = reader(url)
             if saved is None and not create:
-                raise ConfigError(f"no index at {url.split('@')[-1]}")
+                raise ConfigError(f"no index at {postgres.safe_url(url).split('@')[-1]}")
         client = cls._embedder(embedder, saved, rebuild)
         if saved and saved.get("dimension") and not rebuild:
             client.assume_dimension(int(saved["dimension"]))  # no probe request to open it
@@ -613,7 +613,7 @@ class Index:
             raise
         return cls._finish_open(None, st, client, splitter, saved, rebuild=rebuild, cache=cache,
                                 root=root, prompt=prompt, system=system,
-                                chunk_context=chunk_context, location=url.split("@")[-1])
+                                chunk_context=chunk_context, location=postgres.safe_url(url).split("@")[-1])
 
     @classmethod
     def _open_with_store(cls, store: VectorStore, label: str | os.PathLike[str],

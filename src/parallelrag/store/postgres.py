@@ -54,6 +54,30 @@ I/O runs on the parallelrag runtime loop through psycopg's async driver and an
 :func:`parallelrag.runtime.run_sync` (no GIL held while PostgreSQL works). The binary COPY payload
 is built in the calling thread, not on the loop. A forked child opens a pool of its own.
 
+In a database of its own (roles and settings an admin chose):
+
+* Index names are letters, digits and ``_`` (at most 63 bytes, so PostgreSQL never truncates
+  one; case is kept). ``public``, ``information_schema`` and ``pg_*`` are refused, and so is any
+  existing schema that holds objects of its own: an index never shares a schema with a user's
+  tables. An *empty* schema an admin made for the role (``CREATE SCHEMA docs AUTHORIZATION
+  app``) is used as is, so creating an index needs no CREATE on the database.
+* Creating an index needs the ``vector`` extension in the database (``CREATE EXTENSION
+  vector``, by an admin when the role may not) and CREATE on the database or the schema;
+  using one needs USAGE on its schema and SELECT (searching) or SELECT, INSERT, UPDATE, DELETE
+  (writing) on its tables. A missing one is a one-line StoreError naming the GRANT to run.
+* A read-only session (``default_transaction_read_only``, a hot standby) searches; a write is a
+  StoreError saying the session is read-only. Term statistics it may not refresh stay as they
+  are.
+* The store's sessions search pgvector's schema only (the role's ``search_path`` does not
+  matter); the HNSW build and the term-statistics refresh run without the role's
+  ``statement_timeout`` and ``lock_timeout``, as ``pg_dump`` does. Writes and searches keep them.
+* A connection that died (server restart, ``pg_terminate_backend``, ``idle_session_timeout``)
+  is replaced and the call run once more (each call is one transaction, so nothing is left
+  half-written); while the server is down a call fails at once with the connection error.
+* The password (in the user part or a ``password=`` parameter) never appears in reprs or
+  errors; the rest of the URL goes to libpq as written (``service=``, ``PGHOST`` and the other
+  libpq variables work, as does ``postgresql:///dbname``).
+
 Limits: chunk text and metadata cannot hold NUL characters in PostgreSQL; NUL in chunk text is
 stored as U+FFFD (same length, so offsets stay valid), NUL in metadata is an error.
 """
@@ -61,6 +85,7 @@ stored as U+FFFD (same length, so offsets stay valid), NUL in metadata is an err
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import re
@@ -71,7 +96,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import numpy as np
 import numpy.typing as npt
@@ -96,10 +121,19 @@ from .fusion import fuse
 from .vectors import DEFAULT_ANN_THRESHOLD
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["DEFAULT_INDEX_NAME", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "read_manifest"]
+__all__ = [
+    "DEFAULT_INDEX_NAME",
+    "SCHEMA_VERSION",
+    "PostgresStore",
+    "is_postgres_url",
+    "read_manifest",
+    "safe_url",
+]
 
 SCHEMA_VERSION = 1
 DEFAULT_INDEX_NAME = "parallelrag"
@@ -148,6 +182,74 @@ def _require_driver() -> None:
         ) from e
 
 
+def _check_name(name: str) -> None:
+    """ConfigError unless ``name`` can name an index (a schema of its own)."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"index name must be letters, digits and _ (at most 63, not starting with a digit), got {name!r}"
+        )
+    if name.startswith("pg_") or name == "information_schema":
+        raise ConfigError(f"index name {name!r} is a PostgreSQL system schema: choose another index name")
+
+
+def _ident(name: str) -> str:
+    """``name`` as an SQL identifier (quoted when it has capitals)."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+# admin/crash shutdown, cannot connect now, idle-session and idle-in-transaction timeouts
+_LOST_STATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
+
+
+def _lost(e: BaseException) -> bool:
+    """Whether ``e`` says the connection is gone (server restarted, backend terminated, no
+    connection to be had) rather than that the statement failed."""
+    import psycopg
+
+    state = getattr(e, "sqlstate", None)
+    if state in _LOST_STATES:  # the server ended the session (not always an OperationalError)
+        return True
+    return isinstance(e, psycopg.OperationalError) and (state is None or state.startswith("08"))
+
+
+def _describe(e: BaseException) -> str:
+    """``e`` in one line: its class and the server's primary message (no statement echo, no
+    DETAIL/HINT lines)."""
+    diag = getattr(e, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {primary or (lines[0] if lines else '')}".rstrip()
+
+
+def _store_error(
+    what: str, e: BaseException, safe_url: str, schema: str, role: str, secrets: Sequence[str]
+) -> StoreError:
+    """A one-line StoreError for ``e``, with what to do about the causes a user's own database
+    brings (a missing grant, a read-only role, the role's timeouts, a lost server)."""
+    detail = _describe(e)
+    state = getattr(e, "sqlstate", None)
+    s = _ident(schema)
+    hint = ""
+    if state == "42501" and what.startswith("building"):
+        hint = (f"; only the owner of index {schema!r}'s tables (the role that created it) may build "
+                "its HNSW index: call build_index() once as that role")
+    elif state == "42501":
+        hint = (f"; role {role} lacks a privilege on index {schema!r}: an admin can grant it with "
+                f"GRANT USAGE ON SCHEMA {s} TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL "
+                f"TABLES IN SCHEMA {s} TO {role}; (SELECT alone for a role that only searches)")
+    elif state == "25006":
+        hint = ("; the session is read-only (default_transaction_read_only is on for the role or "
+                "database, or the server is a standby): write through a writable primary")
+    elif state == "57014" and "statement timeout" in detail:
+        hint = ("; the role's statement_timeout cancelled it: raise it for this URL's sessions "
+                "with options=-cstatement_timeout%3D5min, or ask an admin to raise the role's")
+    elif state == "55P03":
+        hint = "; the role's lock_timeout ran out waiting for another session's lock"
+    elif _lost(e) and not what.startswith("cannot connect"):
+        hint = "; the connection to PostgreSQL was lost"
+    return StoreError(_scrub(f"{what} ({safe_url}, index {schema!r}): {detail}{hint}", secrets))
+
+
 def read_manifest(url: str) -> tuple[str, int]:
     """(model id, dimension) recorded by the index ``url`` names (StoreError when it has none)."""
     manifest = _manifest_rows(url)
@@ -167,8 +269,7 @@ def _manifest_rows(url: str) -> dict[str, str] | None:
     _require_driver()
     conninfo, opts = _split_url(url)
     name = opts.get("index", DEFAULT_INDEX_NAME)
-    if not _NAME.match(name):
-        raise ConfigError(f"invalid index name {name!r}")
+    _check_name(name)
 
     async def go() -> dict[str, str] | None:
         import psycopg
@@ -176,8 +277,13 @@ def _manifest_rows(url: str) -> dict[str, str] | None:
         try:
             conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
         except psycopg.Error as e:
-            raise StoreError(f"cannot connect to PostgreSQL ({_safe_url(url)}): {e}") from e
+            raise StoreError(
+                f"cannot connect to PostgreSQL ({_safe_url(url)}): {_scrub(_describe(e), _passwords(url))}"
+            ) from e
+        role = "<role>"
         try:
+            row = await (await conn.execute("SELECT quote_ident(current_user)")).fetchone()
+            role = str(row[0]) if row else role
             exists = await (
                 await conn.execute(
                     "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'manifest'",
@@ -188,6 +294,9 @@ def _manifest_rows(url: str) -> dict[str, str] | None:
                 return None
             rows = await (await conn.execute(f'SELECT key, value FROM "{name}".manifest')).fetchall()
             return {str(k): str(v) for k, v in rows}
+        except psycopg.Error as e:
+            raise _store_error("cannot read the index", e, _safe_url(url), name, role,
+                               _passwords(url)) from e
         finally:
             await conn.close()
 
@@ -207,15 +316,45 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def _safe_url(url: str) -> str:
-    """``url`` without its password (for reprs and error messages)."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` without its password (for reprs and error messages): the one in the user part
+    and a ``password=`` query parameter are both masked; the rest is kept as written."""
+    base, sep, query = url.partition("?")
+    scheme, colons, rest = base.partition("://")
+    netloc, slash, path = rest.partition("/")
+    user, at, hostpart = netloc.rpartition("@")
+    if at and ":" in user and user.split(":", 1)[1]:
+        netloc = f"{user.split(':', 1)[0]}:***@{hostpart}"
+    pieces = []
+    for piece in query.split("&") if sep else []:
+        key, _, value = piece.partition("=")
+        pieces.append(f"{key}=***" if unquote(key) == "password" and value else piece)
+    return f"{scheme}{colons}{netloc}{slash}{path}" + (sep + "&".join(pieces) if sep else "")
+
+
+safe_url = _safe_url  # public name: the URL fit to show (password masked)
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords ``url`` holds, as written and decoded (to scrub them from any text)."""
+    base, sep, query = url.partition("?")
+    found: list[str] = []
+    user = base.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    if ":" in user:
+        found.append(user.split(":", 1)[1])
+    for piece in query.split("&") if sep else []:
+        key, _, value = piece.partition("=")
+        if unquote(key) == "password":
+            found.append(value)
+    out: list[str] = []
+    for raw in found:
+        out += [raw, unquote(raw)]
+    return [p for p in dict.fromkeys(out) if p]
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _bool_option(name: str, value: str) -> bool:
@@ -228,16 +367,21 @@ def _bool_option(name: str, value: str) -> bool:
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(libpq URL without our options, our options)."""
-    parts = urlsplit(url)
+    """(libpq URL without our options, our options). The libpq part is kept exactly as written:
+    decoding and re-encoding it would turn ``%20`` into ``+``, which libpq reads as a plus sign
+    (``options=-c%20search_path%3Dx``), and would drop the empty host of ``postgresql:///db``."""
+    base, sep, query = url.partition("?")
     ours: dict[str, str] = {}
-    rest: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in _OPTION_KEYS:
-            ours[key] = value
+    rest: list[str] = []
+    for piece in query.split("&") if sep else []:
+        if not piece:
+            continue
+        key, _, value = piece.partition("=")
+        if unquote(key) in _OPTION_KEYS:
+            ours[unquote(key)] = unquote(value)
         else:
-            rest.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+            rest.append(piece)
+    return base + ("?" + "&".join(rest) if rest else ""), ours
 
 
 def _glob_regex(pattern: str) -> str:
@@ -420,6 +564,7 @@ class PostgresStore:
         self,
         conninfo: str,
         safe_url: str,
+        secrets: Sequence[str],
         schema: str,
         *,
         dimension: int,
@@ -433,8 +578,12 @@ class PostgresStore:
     ) -> None:
         self._conninfo = conninfo
         self._safe_url = safe_url
+        self._secrets = list(secrets)
         self._schema = schema
         self._s = f'"{schema}"'
+        self._role = "<role>"  # current_user, quoted as an identifier (for messages)
+        self._database = "<database>"
+        self._suspect = False  # a connection was lost: check the server before using the pool
         self._dimension = dimension
         self._model_id = model_id
         self._ann_threshold = ann_threshold
@@ -455,8 +604,11 @@ class PostgresStore:
         self._pgvector: tuple[int, ...] = (0,)
         self._terms_checked = -_TERMS_RECHECK_S
         self._build_error: BaseException | None = None
+        # advisory lock keys are per database: one per index name
         self._lock_key = int.from_bytes(
-            orjson.dumps(["parallelrag", schema])[:8].ljust(8, b"\0"), "big", signed=True
+            hashlib.blake2b(schema.encode(), digest_size=8, person=b"parallelrag").digest(),
+            "big",
+            signed=True,
         )
 
     # ------------------------------------------------------------------ open
@@ -501,10 +653,7 @@ class PostgresStore:
             raise ConfigError("model_id must be a non-empty string")
         conninfo, opts = _split_url(url)
         name = opts.get("index", DEFAULT_INDEX_NAME)
-        if not _NAME.match(name):
-            raise ConfigError(
-                f"index name must be letters, digits and _ (at most 63, not starting with a digit), got {name!r}"
-            )
+        _check_name(name)
         try:
             if ann_threshold is None:
                 env = opts.get("ann_threshold") or os.environ.get("PARALLELRAG_ANN_THRESHOLD")
@@ -528,6 +677,7 @@ class PostgresStore:
         store = cls(
             conninfo,
             _safe_url(url),
+            _passwords(url),
             name,
             dimension=dimension,
             model_id=model_id,
@@ -547,11 +697,43 @@ class PostgresStore:
         return store
 
     def _error(self, what: str, e: BaseException) -> StoreError:
-        return StoreError(f"{what} ({self._safe_url}, index {self._schema!r}): {type(e).__name__}: {e}")
+        return _store_error(what, e, self._safe_url, self._schema, self._role, self._secrets)
+
+    async def _session(self, conn: psycopg.AsyncConnection[Any], *, maintenance: bool = False) -> None:
+        """Set up a connection of this store: the search path is pgvector's schema alone, so
+        that the role's own ``search_path`` (or ``options=-csearch_path=...``) neither hides the
+        ``vector`` type and operators nor puts a user's object of the same name before them
+        (every table of the index is named with its schema). ``maintenance`` (the HNSW build and
+        term-statistics refresh, run in the background or once) runs without the role's
+        ``statement_timeout`` and ``lock_timeout``, as ``pg_dump`` does: cancelling them would only
+        leave the work undone, to be retried later."""
+        row = await (
+            await conn.execute(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                "WHERE e.extname = 'vector'"
+            )
+        ).fetchone()
+        if row is not None:
+            await conn.execute("SELECT set_config('search_path', quote_ident(%s), false)", (row[0],))
+        if maintenance:
+            await conn.execute("SET statement_timeout = 0; SET lock_timeout = 0")
+
+    async def _connect(self, *, maintenance: bool = False) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own (not from the pool), set up by :meth:`_session`."""
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
+            await self._session(conn, maintenance=maintenance)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         from pgvector.psycopg import register_vector_async
 
+        await self._session(conn)
         await register_vector_async(conn)
 
     async def _get_pool(self) -> AsyncConnectionPool[Any]:
@@ -577,6 +759,39 @@ class PostgresStore:
             self._pool, self._pool_pid = pool, os.getpid()
         return self._pool
 
+    async def _run(self, what: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[Any]]) -> Any:
+        """``fn(conn)`` on a pooled connection; a StoreError saying ``what`` failed otherwise.
+
+        A connection found dead (the server restarted, the backend was terminated, an idle
+        timeout ended it) is not the caller's failure: the pool drops its dead connections and
+        ``fn`` runs once more on a fresh one. ``fn`` is one transaction (or reads only), so a
+        run that died left nothing behind, and a write whose COMMIT was lost is the same
+        replacement run again. While the server cannot be reached, a call fails at once with
+        the connection error instead of waiting for the pool."""
+        import psycopg
+
+        for attempt in (0, 1):
+            suspect = self._suspect
+            if suspect:  # fail at once while the server is down, not after the pool's timeout
+                try:
+                    probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                except psycopg.Error as e:
+                    raise self._error("cannot connect to PostgreSQL", e) from e
+                await probe.close()
+            try:
+                pool = await self._get_pool()
+                if suspect:
+                    await pool.check()  # drop the pool's connections that died meanwhile
+                async with pool.connection() as conn:
+                    result = await fn(conn)
+                self._suspect = False
+                return result
+            except psycopg.Error as e:
+                if not _lost(e) or attempt:
+                    raise self._error(what, e) from e
+                self._suspect = True
+        raise AssertionError("unreachable")
+
     async def _aclose_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None and self._pool_pid == os.getpid():
@@ -587,10 +802,15 @@ class PostgresStore:
 
         # the schema is made by one opener at a time (CREATE ... IF NOT EXISTS races otherwise)
         try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            conn = await self._connect()
         except psycopg.Error as e:
             raise self._error("cannot connect to PostgreSQL", e) from e
         try:
+            row = await (
+                await conn.execute("SELECT quote_ident(current_user), quote_ident(current_database())")
+            ).fetchone()
+            if row is not None:
+                self._role, self._database = str(row[0]), str(row[1])
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
                 exists = await (
@@ -612,21 +832,83 @@ class PostgresStore:
             raise self._error("cannot open the index", e) from e
         finally:
             await conn.close()
-        pool = await self._get_pool()
-        async with pool.connection() as c:
+
+        async def check_ann(c: psycopg.AsyncConnection[Any]) -> None:
             await self._refresh_ann(c, force=True)
             if self._ann and not self._has_ann:
                 await self._maybe_build(c, force=True)
 
+        await self._run("cannot open the index", check_ann)
+
     async def _create_schema(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Create the index: pgvector (when missing and allowed), the schema (unless an admin
+        made it, empty, for the role) and its tables, in the caller's transaction. A schema that
+        already holds anything is never used; a missing privilege is a StoreError naming what
+        an admin can run."""
+        import psycopg
+
+        name, s, r, db = self._schema, _ident(self._schema), self._role, self._database
+        where = f"({self._safe_url})"
+        if name == "public":
+            raise ConfigError(
+                "index name 'public' is the database's default schema, where users keep their own "
+                "tables: choose another index name"
+            )
+        ns = await (await conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (name,))).fetchone()
+        if ns is not None:
+            taken = await (
+                await conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = %(o)s) "
+                    "OR EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = %(o)s) "
+                    "OR EXISTS (SELECT 1 FROM pg_type WHERE typnamespace = %(o)s)",
+                    {"o": ns[0]},
+                )
+            ).fetchone()
+            if taken and taken[0]:
+                raise ConfigError(
+                    f"schema {name!r} already exists in database {db} {where} and holds objects of "
+                    "its own; each index lives in a schema of its own: choose another index name"
+                )
         have = await (
             await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
         ).fetchone()
         if not have:
+            available = await (
+                await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+            ).fetchone()
+            if not available:
+                raise StoreError(
+                    f"the pgvector extension is not installed on the PostgreSQL server {where}: "
+                    f"install pgvector there, then run CREATE EXTENSION vector; in database {db}"
+                )
             await conn.execute("SELECT pg_advisory_xact_lock(7215849203)")  # one CREATE EXTENSION
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise StoreError(
+                    f"the pgvector extension is not enabled in database {db} {where} and role {r} "
+                    f"may not enable it: an admin must run CREATE EXTENSION vector; in database {db}"
+                ) from e
+            await self._session(conn)  # the new extension's schema on the search path
+        if ns is None:
+            try:
+                await conn.execute(f"CREATE SCHEMA {s}")
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise StoreError(
+                    f"role {r} may not create the schema of index {name!r} in database {db} {where}: "
+                    f"an admin can run GRANT CREATE ON DATABASE {db} TO {r}; or make the schema for "
+                    f"it: CREATE SCHEMA {s} AUTHORIZATION {r};"
+                ) from e
+        try:
+            await self._create_tables(conn)
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise StoreError(
+                f"role {r} may not create tables in schema {name!r} of database {db} {where}: an admin "
+                f"can run GRANT CREATE ON SCHEMA {s} TO {r}; or ALTER SCHEMA {s} OWNER TO {r};"
+            ) from e
+
+    async def _create_tables(self, conn: psycopg.AsyncConnection[Any]) -> None:
         s, d = self._s, self._dimension
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(
             f"CREATE TABLE {s}.manifest (key text PRIMARY KEY, value text NOT NULL)"
         )
@@ -696,7 +978,12 @@ class PostgresStore:
         self._has_ann = bool(row and row[0])
 
     async def _maybe_build(self, conn: psycopg.AsyncConnection[Any], *, force: bool = False) -> None:
-        """Start the background HNSW build once the index holds ``ann_threshold`` chunks."""
+        """Start the background HNSW build once the index holds ``ann_threshold`` chunks.
+
+        A build that ended without the index (it failed, was cancelled or its backend was
+        terminated, or another process was building) is started again here by later writes."""
+        if self._build_task is not None and self._build_task.done() and not self._has_ann:
+            self._build_task, self._build_error = None, None
         if not self._ann or self._has_ann or self._build_task is not None:
             return
         if self._halfvec and self._pgvector < (0, 7):
@@ -715,7 +1002,7 @@ class PostgresStore:
         import psycopg
 
         try:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            conn = await self._connect(maintenance=True)
         except psycopg.Error as e:
             self._build_error = e
             return
@@ -762,9 +1049,7 @@ class PostgresStore:
             if self._build_error is not None:
                 err, self._build_error = self._build_error, None
                 raise self._error("building the HNSW index failed", err)
-        pool = await self._get_pool()
-        async with pool.connection() as conn:
-            await self._refresh_ann(conn, force=True)
+        await self._run("query failed", lambda c: self._refresh_ann(c, force=True))
         return self._has_ann
 
     def build_index(self, timeout: float | None = None) -> bool:
@@ -774,9 +1059,7 @@ class PostgresStore:
         """
 
         async def go() -> bool:
-            pool = await self._get_pool()
-            async with pool.connection() as conn:
-                await self._refresh_ann(conn, force=True)
+            await self._run("query failed", lambda c: self._refresh_ann(c, force=True))
             if self._ann and not self._has_ann and self._build_task is None:
                 self._build_task = asyncio.get_running_loop().create_task(self._build_ann())
             return await self._await_build(timeout)
@@ -834,15 +1117,12 @@ class PostgresStore:
         )
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = await (await conn.execute(sql, params)).fetchall()
+            return rows
 
-        pool = await self._get_pool()
-        try:
-            async with pool.connection() as conn:
-                rows: list[tuple[Any, ...]] = await (await conn.execute(sql, params)).fetchall()
-                return rows
-        except psycopg.Error as e:
-            raise self._error("query failed", e) from e
+        result: list[tuple[Any, ...]] = await self._run("query failed", go)
+        return result
 
     def get_document(self, source: str) -> DocumentRecord | None:
         rows = run_sync(
@@ -892,21 +1172,14 @@ class PostgresStore:
         """Save the index configuration (embedder spec, splitter...) in the index itself."""
         text = _dumps(config).decode()
 
-        async def go() -> None:
-            import psycopg
+        async def go(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                f"INSERT INTO {self._s}.manifest (key, value) VALUES ('config', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (text,),
+            )
 
-            pool = await self._get_pool()
-            try:
-                async with pool.connection() as conn:
-                    await conn.execute(
-                        f"INSERT INTO {self._s}.manifest (key, value) VALUES ('config', %s) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (text,),
-                    )
-            except psycopg.Error as e:
-                raise self._error("saving the config failed", e) from e
-
-        run_sync(go())
+        run_sync(self._run("saving the config failed", go))
 
     # ----------------------------------------------------------------- writes
     def replace_document(
@@ -972,66 +1245,58 @@ class PostgresStore:
         run_sync(self._awrite(prepared, payload, n_rows))
 
     async def _awrite(self, prepared: list[_Prepared], payload: bytes, n_rows: int) -> None:
-        import psycopg
-
         s = self._s
-        pool = await self._get_pool()
-        try:
-            async with pool.connection() as conn:
-                async with conn.transaction():
-                    await conn.execute(
-                        f"INSERT INTO {s}.documents AS d (source, content_hash, n_chunks, metadata, updated_at) "
-                        "SELECT u.s, u.h, u.n, u.m::jsonb, %s FROM unnest(%s::text[], %s::text[], "
-                        "%s::int[], %s::text[]) WITH ORDINALITY AS u(s, h, n, m, o) ORDER BY u.o "
-                        "ON CONFLICT (source) DO UPDATE SET content_hash = excluded.content_hash, "
-                        "n_chunks = excluded.n_chunks, metadata = excluded.metadata, "
-                        "updated_at = excluded.updated_at",
-                        (
-                            time.time(),
-                            [p.source for p in prepared],
-                            [p.content_hash for p in prepared],
-                            [p.n_chunks for p in prepared],
-                            [p.meta_json for p in prepared],
-                        ),
-                    )
-                    await conn.execute(
-                        f"DELETE FROM {s}.chunks WHERE source = ANY(%s::text[])",
-                        ([p.source for p in prepared],),
-                    )
-                    if n_rows:
-                        async with conn.cursor() as cur, cur.copy(
-                            f"COPY {s}.chunks (source, idx, start_off, end_off, text, metadata, "
-                            "embedding, context, vkey, tsv, ntok) FROM STDIN WITH (FORMAT BINARY)"
-                        ) as cp:
-                            await cp.write(_COPY_HEADER)
-                            view = memoryview(payload)
-                            for off in range(0, len(view), _COPY_PIECE):
-                                await cp.write(view[off : off + _COPY_PIECE])
-                            await cp.write(_COPY_TRAILER)
-                self._since_count += n_rows
-                await self._maybe_build(conn)
-        except psycopg.Error as e:
-            raise self._error("write failed", e) from e
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> None:
+            # one transaction: run again whole when its connection was lost
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {s}.documents AS d (source, content_hash, n_chunks, metadata, updated_at) "
+                    "SELECT u.s, u.h, u.n, u.m::jsonb, %s FROM unnest(%s::text[], %s::text[], "
+                    "%s::int[], %s::text[]) WITH ORDINALITY AS u(s, h, n, m, o) ORDER BY u.o "
+                    "ON CONFLICT (source) DO UPDATE SET content_hash = excluded.content_hash, "
+                    "n_chunks = excluded.n_chunks, metadata = excluded.metadata, "
+                    "updated_at = excluded.updated_at",
+                    (
+                        time.time(),
+                        [p.source for p in prepared],
+                        [p.content_hash for p in prepared],
+                        [p.n_chunks for p in prepared],
+                        [p.meta_json for p in prepared],
+                    ),
+                )
+                await conn.execute(
+                    f"DELETE FROM {s}.chunks WHERE source = ANY(%s::text[])",
+                    ([p.source for p in prepared],),
+                )
+                if n_rows:
+                    async with conn.cursor() as cur, cur.copy(
+                        f"COPY {s}.chunks (source, idx, start_off, end_off, text, metadata, "
+                        "embedding, context, vkey, tsv, ntok) FROM STDIN WITH (FORMAT BINARY)"
+                    ) as cp:
+                        await cp.write(_COPY_HEADER)
+                        view = memoryview(payload)
+                        for off in range(0, len(view), _COPY_PIECE):
+                            await cp.write(view[off : off + _COPY_PIECE])
+                        await cp.write(_COPY_TRAILER)
+            self._since_count += n_rows
+            await self._maybe_build(conn)
+
+        await self._run("write failed", go)
 
     def remove_document(self, source: str) -> bool:
         """Delete ``source`` and its chunks. Returns whether it existed."""
 
-        async def go() -> bool:
-            import psycopg
-
-            pool = await self._get_pool()
-            try:
-                async with pool.connection() as conn, conn.transaction():
-                    cur = await conn.execute(
-                        f"DELETE FROM {self._s}.documents WHERE source = %s", (source,)
-                    )
-                    existed = bool(cur.rowcount > 0)
-                    await conn.execute(f"DELETE FROM {self._s}.chunks WHERE source = %s", (source,))
-            except psycopg.Error as e:
-                raise self._error("remove failed", e) from e
+        async def go(conn: psycopg.AsyncConnection[Any]) -> bool:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    f"DELETE FROM {self._s}.documents WHERE source = %s", (source,)
+                )
+                existed = bool(cur.rowcount > 0)
+                await conn.execute(f"DELETE FROM {self._s}.chunks WHERE source = %s", (source,))
             return existed
 
-        existed: bool = run_sync(go())
+        existed: bool = run_sync(self._run("remove failed", go))
         return existed
 
     # ----------------------------------------------------------------- search
@@ -1136,23 +1401,21 @@ class PostgresStore:
             if self._terms_task is None or self._terms_task.done():
                 self._terms_task = asyncio.get_running_loop().create_task(self._terms_background())
             return
-        await self._write_terms(self._conninfo)
+        await self._write_terms()
 
     async def _terms_background(self) -> None:
         import psycopg
 
         try:
-            await self._write_terms(self._conninfo)
+            await self._write_terms()
         except psycopg.Error:
             pass  # searches keep the previous statistics; the next check retries
 
-    async def _write_terms(self, conninfo: str) -> None:
+    async def _write_terms(self) -> None:
         """Replace the term statistics in one transaction (one process at a time; the others
-        keep reading the previous ones meanwhile)."""
-        import psycopg
-
+        keep reading the previous ones meanwhile), on a maintenance connection."""
         s = self._s
-        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        conn = await self._connect(maintenance=True)
         async with conn, conn.transaction():
             got = await (
                 await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key ^ 0x7E57,))
@@ -1229,22 +1492,30 @@ class PostgresStore:
         """Run ``fn(conn)`` in one REPEATABLE READ, READ ONLY transaction (one snapshot).
 
         ``keyword``: first bring the term statistics up to date (at most every 30 s), outside
-        the snapshot, so that the snapshot sees a refresh made here."""
+        the snapshot, so that the snapshot sees a refresh made here. A refresh the session may
+        not make (a read-only role, a standby, a role with SELECT only) or that fails otherwise
+        leaves the statistics as they are: the search uses them (a term added since counts as
+        rare), the way a search does while another process refreshes them."""
         import psycopg
 
-        pool = await self._get_pool()
-        try:
-            if keyword and time.monotonic() - self._terms_checked >= _TERMS_RECHECK_S:
-                self._terms_checked = time.monotonic()
-                async with pool.connection() as conn:
+        if keyword and time.monotonic() - self._terms_checked >= _TERMS_RECHECK_S:
+            self._terms_checked = time.monotonic()
+
+            async def refresh(conn: psycopg.AsyncConnection[Any]) -> None:
+                try:
                     await self._refresh_terms(conn)
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-                )
+                except psycopg.Error as e:
+                    if _lost(e):
+                        raise
+
+            await self._run("search failed", refresh)
+
+        async def snapshot(conn: psycopg.AsyncConnection[Any]) -> Any:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 return await fn(conn)
-        except psycopg.Error as e:
-            raise self._error("search failed", e) from e
+
+        return await self._run("search failed", snapshot)
 
     def search_vector(
         self, query: npt.NDArray[np.float32], k: int = 5, *, where: Filter | None = None
@@ -1436,7 +1707,8 @@ class PostgresStore:
                     f"(SELECT count(*) FROM {self._s}.chunks), "
                     f"(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                    "AND c.relkind = 'r')",
+                    "AND c.relkind = 'r'), "
+                    "current_setting('default_transaction_read_only') = 'on' OR pg_is_in_recovery()",
                     (self._schema,),
                 )
             ).fetchone()
@@ -1454,7 +1726,7 @@ class PostgresStore:
                 "ann_type": "halfvec" if self._halfvec else "vector",
                 "keyword_index": "postgres-fts",
                 "bytes_on_disk": int(row[2]),
-                "read_only": False,
+                "read_only": bool(row[3]),
             }
 
         result: dict[str, Any] = run_sync(self._read(go))

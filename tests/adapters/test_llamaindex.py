@@ -228,3 +228,15 @@ def test_function_agent_calls_a_tool(sim: SimServer) -> None:
     result = asyncio.run(run())
     assert [t.tool_name for t in result.tool_calls] == ["get_weather"]
     assert str(result) == "final: sunny in Oslo"  # the sim's answer to the tool's result
+
+
+def test_embedding_uses_the_query_and_document_prompts(sim: SimServer) -> None:
+    # an asymmetric model (e5): LlamaIndex's query embedding is the query side, text
+    # embeddings the document side (the sim's vector is a function of the text it received)
+    emb = embed_client(sim, query_prompt="query: ", document_prompt="passage: ").as_llamaindex()
+    assert np.allclose(emb.get_query_embedding("q"), sim_embedding("emb", "query: q", 16),
+                       atol=1e-6)
+    assert np.allclose(asyncio.run(emb.aget_query_embedding("q")),
+                       sim_embedding("emb", "query: q", 16), atol=1e-6)
+    assert np.allclose(emb.get_text_embedding("d"), sim_embedding("emb", "passage: d", 16),
+                       atol=1e-6)

@@ -96,7 +96,8 @@ class ParallelRagEmbeddings(Embeddings):
         return rows
 
     def embed_query(self, text: str) -> list[float]:
-        row: list[float] = self.client.embed(text).tolist()
+        # the query side: an asymmetric model's query prompt (see EmbeddingClient.embed_query)
+        row: list[float] = self.client.embed_query(text).tolist()
         return row
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -106,7 +107,7 @@ class ParallelRagEmbeddings(Embeddings):
         return rows
 
     async def aembed_query(self, text: str) -> list[float]:
-        row: list[float] = (await self.client.aembed(text)).tolist()
+        row: list[float] = (await self.client.aembed_query(text)).tolist()
         return row
 
 

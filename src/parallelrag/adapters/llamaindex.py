@@ -136,7 +136,8 @@ class ParallelRagEmbedding(BaseEmbedding):
         return obj
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        row: list[float] = self.client.embed(query).tolist()
+        # the query side: an asymmetric model's query prompt (see EmbeddingClient.embed_query)
+        row: list[float] = self.client.embed_query(query).tolist()
         return row
 
     def _get_text_embedding(self, text: str) -> list[float]:
@@ -150,7 +151,7 @@ class ParallelRagEmbedding(BaseEmbedding):
         return rows
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        row: list[float] = (await self.client.aembed(query)).tolist()
+        row: list[float] = (await self.client.aembed_query(query)).tolist()
         return row
 
     async def _aget_text_embedding(self, text: str) -> list[float]:

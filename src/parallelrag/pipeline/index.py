@@ -90,7 +90,8 @@ _CONFIG_VERSION = 1
 # embedder spec parameters that change the vectors (with provider and model); every other
 # option (batch size, rate limits, base URL, retries, truncation...) may change on a reopen: the
 # new value is saved
-_IDENTITY = frozenset({"dimensions", "dim"})
+_IDENTITY = frozenset({"dimensions", "dim", "document_prompt"})  # not query_prompt: see
+# EmbeddingClient.identity_of (the stored vectors do not depend on it)
 
 _SPLIT_BATCH_DOCS = 64
 _SPLIT_BATCH_CHARS = 2_000_000
@@ -681,10 +682,15 @@ class Index:
         if embedder is None:
             return EmbeddingClient.from_url(saved_spec or "minilm")
         client = EmbeddingClient.from_url(embedder) if isinstance(embedder, str) else embedder
-        if saved_spec and not rebuild:
-            diff = _differences(_embedder_identity(str(saved_spec)),
-                                _embedder_identity(client.spec))
-            if diff:
+        if saved_spec:
+            old = _embedder_identity(str(saved_spec))
+            new = _embedder_identity(client.spec)
+            diff = _differences(old, new)
+            # a rebuild re-splits, but keeps the model (the store refuses another one) and the
+            # vectors of unchanged chunk texts: another document prompt, which changes every
+            # vector without changing the model, needs a new index as another model does
+            if diff and (not rebuild
+                         or old.get("document_prompt") != new.get("document_prompt")):
                 raise ConfigError(
                     f"the index was built with the embedder {saved_spec!r}, not {client.spec!r} "
                     f"({'; '.join(diff)}): open it without embedder= (CLI: leave out --embed) "
@@ -1304,11 +1310,11 @@ class Index:
     # ------------------------------------------------------------------ search
     async def _embed_query(self, query: str) -> np.ndarray:
         try:
-            return unit_rows(await self.embedder.aembed(query))
+            return unit_rows(await self.embedder.aembed_query(query))
         except BadRequestError as exc:
             if "over the model's limit" not in str(exc):
                 raise
-            return unit_rows(await self.embedder.aembed(query[:600]))
+            return unit_rows(await self.embedder.aembed_query(query[:600]))
 
     async def _search(self, query: str, k: int, mode: str,
                       where: dict[str, Any] | None, reranker: Any = None,

@@ -7,9 +7,15 @@
   plain transformers folder: mean pooling), or a hub id already in the local Hugging Face
   cache; nothing is ever downloaded (``local_files_only``). Vectors are L2-normalised whether
   the model has a Normalize module or not; the limit is the model's ``max_seq_length``
-  counted with its own tokenizer, its default prompt (e5/bge "passage: ") included. The model
+  counted with its own tokenizer, the prompt put before the input included. The model
   id names the folder's content (``PATH@sha256-...``) or the cached revision
   (``org/name@rev-...``), so an index refuses a folder whose model was replaced.
+
+Asymmetric models (e5, bge, gte, nomic...) get their own prompts the way sentence-transformers
+defines them: documents through ``encode_document`` (a ``document``/``passage``/``corpus``
+prompt, else the default prompt), search queries through ``encode_query`` (the ``query``
+prompt, else the default prompt; an empty prompt counts as none); a prompt the caller gives
+replaces the model's for that side.
 
 Loading changes no process-wide setting: no environment variable (``HF_HUB_OFFLINE``,
 ``TOKENIZERS_PARALLELISM``...: child processes and the user's own hub code see what the user
@@ -32,7 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +77,43 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+#: The two sides of an asymmetric model: what is stored and searched, and the search query.
+ROLES = ("document", "query")
+
+
 @dataclass
 class LocalModel:
-    """A loaded local model: ``encode(texts) -> (n, dim) float32, L2-normalised``.
+    """A loaded local model: ``encode(texts) -> (n, dim) float32, L2-normalised`` (the document
+    side), ``encode_as(texts, role, prompt)`` for either side.
 
     ``model_id`` identifies the vectors it gives: the shipped models' names, ``PATH@sha256-...``
-    for a folder (see :func:`_model_fingerprint`), ``org/name@rev-COMMIT`` for a hub id."""
+    for a folder (see :func:`_model_fingerprint`), ``org/name@rev-COMMIT`` for a hub id.
+
+    ``prompts`` maps each role (``document``, ``query``) to the prompt the model itself puts
+    before an input of that side ("" for none). ``encode_as``'s ``prompt`` None uses it; a
+    string replaces it ("" for none). ``count_tokens(texts, prompt)`` and
+    ``truncate_text(text, max_tokens, prompt)`` count ``prompt`` (the one actually used) against
+    the limit. ``routed``: the model sends queries and documents through different modules (a
+    sentence-transformers ``Router``), so the two sides differ even with the same prompt.
+    ``document_marker``: a suffix for cache namespaces when the document prompt is not the
+    model's default prompt (older versions encoded documents with the default one)."""
 
     name: str
     model_id: str
     dimension: int
     max_tokens: int
     encode: Callable[[list[str]], np.ndarray]
-    count_tokens: Callable[[list[str]], list[int]] | None
-    truncate_text: Callable[[str, int], str] | None
+    count_tokens: Callable[[list[str], str], list[int]] | None
+    truncate_text: Callable[[str, int, str], str] | None
     batch_size: int
+    encode_as: Callable[[list[str], str, str | None], np.ndarray] | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
+    routed: bool = False
+    document_marker: str = ""
+
+    def prompt_for(self, role: str, given: str | None = None) -> str:
+        """The prompt an input of ``role`` gets: ``given`` when set, else the model's own."""
+        return given if given is not None else self.prompts.get(role, "")
 
 
 def _needs_local_extra(what: str, exc: ImportError) -> ConfigError:
@@ -122,29 +150,47 @@ def _load_sentence_transformer(source: str, name: str, model_id: str | None) -> 
         model_id = f"{source}@{_model_fingerprint(source)}"
     max_len = int(model.max_seq_length or 512)
     tok = _fast_tokenizer(model, source)
+    prompts, marker = _role_prompts(model)
+    has_roles = callable(getattr(model, "encode_query", None)) and callable(
+        getattr(model, "encode_document", None))
 
-    def encode(texts: list[str]) -> np.ndarray:
-        vecs = model.encode(
-            texts,
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+    def encode_as(texts: list[str], role: str, prompt: str | None) -> np.ndarray:
+        """``role``'s side with ``prompt`` (None: the model's own, see :func:`_role_prompts`):
+        through ``encode_query``/``encode_document`` where sentence-transformers has them (a
+        Router model sends each side through its own modules)."""
+        kw: dict[str, Any] = dict(batch_size=64, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
+        used = prompts.get(role, "") if prompt is None else prompt
+        if has_roles:
+            fn = model.encode_query if role == "query" else model.encode_document
+            vecs = fn(texts, prompt=used, **kw)
+        else:  # an older sentence-transformers
+            vecs = model.encode(texts, prompt=used, **kw)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
-    count: Callable[[list[str]], list[int]] | None = None
-    truncate: Callable[[str, int], str] | None = None
-    if tok is not None:
-        # the special tokens, and the prompt the model puts before every input by default
-        # (e5/bge style "passage: "): they count against the model's limit too
-        prompt = (model.prompts or {}).get(model.default_prompt_name or "", "") or ""
-        n_prompt = len(tok.encode(prompt, add_special_tokens=False).ids) if prompt else 0
-        n_special = len(tok.encode("", add_special_tokens=True).ids) + n_prompt
+    def encode(texts: list[str]) -> np.ndarray:
+        return encode_as(texts, "document", None)
 
-        def count_fn(texts: list[str]) -> list[int]:
+    count: Callable[[list[str], str], list[int]] | None = None
+    truncate: Callable[[str, int, str], str] | None = None
+    if tok is not None:
+        # the special tokens, and the prompt put before the input (e5/bge style "passage: ",
+        # "query: "): they count against the model's limit too
+        n_base = len(tok.encode("", add_special_tokens=True).ids)
+        n_prompts: dict[str, int] = {}
+
+        def prompt_tokens(prompt: str) -> int:
+            n = n_prompts.get(prompt)
+            if n is None:
+                n = len(tok.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+                n_prompts[prompt] = n
+            return n
+
+        def count_fn(texts: list[str], prompt: str = "") -> list[int]:
             # Only texts that could exceed the limit need the tokenizer: every word piece
             # covers at least one character, plus the special tokens (and the prompt).
+            n_prompt = prompt_tokens(prompt)
+            n_special = n_base + n_prompt
             out = [len(t) + n_special for t in texts]
             long_idx = [i for i, t in enumerate(texts) if len(t) + n_special > max_len]
             if long_idx:
@@ -153,7 +199,8 @@ def _load_sentence_transformer(source: str, name: str, model_id: str | None) -> 
                     out[i] = len(enc.ids) + n_prompt
             return out
 
-        def truncate_fn(text: str, max_tokens: int) -> str:
+        def truncate_fn(text: str, max_tokens: int, prompt: str = "") -> str:
+            n_special = n_base + prompt_tokens(prompt)
             enc = tok.encode(text, add_special_tokens=False)
             keep = max(0, max_tokens - n_special)
             if len(enc.offsets) <= keep:
@@ -176,7 +223,33 @@ def _load_sentence_transformer(source: str, name: str, model_id: str | None) -> 
         count_tokens=count,
         truncate_text=truncate,
         batch_size=512,
+        encode_as=encode_as,
+        prompts=prompts,
+        routed=any(type(m).__name__ == "Router" for m in model),
+        document_marker=marker,
     )
+
+
+def _role_prompts(model: Any) -> tuple[dict[str, str], str]:
+    """The prompt a sentence-transformers model puts before a document and before a query, and
+    a cache-namespace marker for a document prompt that is not the default prompt.
+
+    sentence-transformers' rules (``encode_document``: the first of the ``document``,
+    ``passage``, ``corpus`` prompts, else the default prompt; ``encode_query``: the ``query``
+    prompt, else the default prompt), with one difference: an empty prompt counts as none.
+    sentence-transformers 5.x/6.x gives every model empty ``query`` and ``document``
+    placeholders, which would otherwise hide an e5-style ``passage`` prompt and the default
+    prompt (a document would silently lose its ``"passage: "``)."""
+    prompts: dict[str, str] = {k: v for k, v in (getattr(model, "prompts", None) or {}).items()
+                               if isinstance(v, str)}
+    default_name = getattr(model, "default_prompt_name", None)
+    default = prompts.get(default_name, "") if default_name else ""
+    doc = next((prompts[n] for n in ("document", "passage", "corpus") if prompts.get(n)), default)
+    query = prompts.get("query") or default
+    # documents were embedded with the default prompt before the roles existed: a cache filled
+    # then must not answer for a model whose document prompt is another one
+    marker = "" if doc == default else f"|document_prompt={doc}"
+    return {"document": doc, "query": query}, marker
 
 
 def _fast_tokenizer(model: Any, source: str) -> Any:
@@ -270,6 +343,10 @@ def _load_wordllama() -> LocalModel:
         vecs = wl.embed(texts, norm=True, batch_size=512)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
+    def encode_as(texts: list[str], role: str, prompt: str | None) -> np.ndarray:
+        # static word vectors have no prompts of their own: a given one is a plain prefix
+        return encode([prompt + t for t in texts] if prompt else texts)
+
     probe = encode(["probe"])
     return LocalModel(
         name="wordllama",
@@ -280,6 +357,7 @@ def _load_wordllama() -> LocalModel:
         count_tokens=None,
         truncate_text=None,
         batch_size=4096,
+        encode_as=encode_as,
     )
 
 
@@ -342,15 +420,17 @@ class MicroBatcher:
     a multi-threaded backend like torch keeps all cores for one call).
     """
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int) -> None:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int,
+                 executor: WorkerPool | None = None) -> None:
         self._encode = encode
         self._max_batch = max_batch
         self._queue: deque[tuple[list[str], asyncio.Future[np.ndarray]]] = deque()
         self._running = False
         self._task: asyncio.Task[None] | None = None
         # the runtime's pool (one thread, kept): unlike a ThreadPoolExecutor it keeps taking
-        # work after the main thread returned and works in a forked child
-        self._executor = WorkerPool(1, "parallelrag-model", idle_s=None)
+        # work after the main thread returned and works in a forked child. Batchers of one
+        # model's other roles share it: the model never runs two calls at once.
+        self._executor = executor or WorkerPool(1, "parallelrag-model", idle_s=None)
         self.model_calls = 0
         self.texts_encoded = 0
 
@@ -419,7 +499,20 @@ class MicroBatcher:
             self._running = False
 
 
-def batcher_for(model: LocalModel) -> MicroBatcher:
-    """The runtime's micro-batcher for ``model`` (one per model per runtime)."""
+def batcher_for(model: LocalModel, role: str = "document",
+                prompt: str | None = None) -> MicroBatcher:
+    """The runtime's micro-batcher for ``model`` (one per model per runtime), for inputs of
+    ``role`` with ``prompt`` (None: the model's own; see :attr:`LocalModel.encode_as`). Every
+    role and prompt of a model shares one model thread."""
     rt = get_runtime()
-    return rt.state(f"local.batcher.{model.name}", lambda: MicroBatcher(model.encode, model.batch_size))
+    main = rt.state(f"local.batcher.{model.name}",
+                    lambda: MicroBatcher(model.encode, model.batch_size))
+    if (role == "document" and prompt is None) or model.encode_as is None:
+        return main
+    encode_as = model.encode_as
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return encode_as(texts, role, prompt)
+
+    return rt.state(f"local.batcher.{model.name}.{role}.{prompt!r}",
+                    lambda: MicroBatcher(encode, model.batch_size, executor=main._executor))

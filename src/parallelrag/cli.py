@@ -457,7 +457,8 @@ def _progress_every() -> float:
                    "(needs the ray extra)")
 @click.option("--ray-address", default=None, metavar="ADDR", envvar="RAY_ADDRESS",
               show_envvar=True,
-              help="the Ray cluster for --engine ray ('auto', 'ray://HOST:10001')  "
+              help="the Ray cluster for --engine ray ('auto', or the head's HOST:6379; not "
+                   "ray:// Ray Client)  "
                    "[default: start Ray on this machine]")
 @_json_option
 @_debug_option

@@ -193,3 +193,37 @@ def test_cli_ingest_on_ray(ray_cluster: Any, tmp_path: Path) -> None:
                                     "--json", "-k", "1"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["hits"][0]["source"].endswith(".md")
+
+
+def test_a_cluster_address_that_cannot_work_is_a_one_line_error(tmp_path: Path) -> None:
+    """``ray://`` (Ray Client) cannot run the engine: Ray Data fails inside Ray Client with an
+    AttributeError (and without ``ray[client]`` ray.init raises a ValueError), so it is refused
+    up front with what to do instead. A cluster address where nothing listens (a typo, a
+    stopped head) made ray.init retry for minutes, printing Ray's connection warnings; it is
+    refused after one short connection attempt. Each in a fresh interpreter: Ray not started."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "a.txt").write_text("some text to index")
+    for address, expect in (("ray://127.0.0.1:1", "Ray Client"),
+                            ("127.0.0.1:1", "nothing answers at 127.0.0.1:1")):
+        code = (
+            "import sys\n"
+            "from parallelrag import EmbeddingClient, Index\n"
+            "from parallelrag.errors import ConfigError\n"
+            f"index = Index.open({str(tmp_path / 'idx')!r}, embedder=EmbeddingClient.local('wordllama'))\n"
+            "try:\n"
+            f"    index.ingest([{str(tmp_path / 'a.txt')!r}], engine='ray', ray_address={address!r})\n"
+            "except ConfigError as exc:\n"
+            "    print('ConfigError:', exc)\n"
+            "    sys.exit(0)\n"
+            "sys.exit(3)\n"
+        )
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, (address, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert expect in proc.stdout, (address, proc.stdout)
+        assert took < 60, (address, took)

@@ -68,8 +68,9 @@ def require_ray() -> ModuleType:
 class RayOptions:
     """How the pipeline runs on Ray.
 
-    ``address``: the cluster (``"auto"``, ``"ray://head:10001"``, or None: connect to
-    ``RAY_ADDRESS`` if set, else start a local Ray on this machine). ``num_actors``: embedding
+    ``address``: the cluster (``"auto"``, the head's ``"HOST:6379"``, or None: connect to
+    ``RAY_ADDRESS`` if set, else start a local Ray on this machine; not ``ray://``: Ray Data
+    does not run over Ray Client). ``num_actors``: embedding
     actors (default: one per CPU the cluster offers, at most 8; local models are CPU-bound, remote
     providers are bound by their limits). ``num_gpus`` / ``num_cpus``: resources per actor.
     ``files_per_task``: files a load+split task handles; ``files_per_batch``: files per embedding
@@ -90,16 +91,51 @@ class RayOptions:
     fail_once: tuple[str, int] | None = None
 
 
+def _check_address(address: str) -> None:
+    """ConfigError for a cluster address the engine cannot use, before ``ray.init``.
+
+    ``ray://`` is Ray Client, under which Ray Data does not run: the driver has to be a
+    process of the cluster (``address="auto"`` or the head's ``HOST:PORT`` from a machine in
+    the cluster), for instance a Ray Job. A ``HOST:PORT`` where nothing accepts a connection (a
+    typo, a stopped head) gets one short connection attempt here: ``ray.init`` would retry it
+    for minutes, printing its own warnings."""
+    if address.lower().startswith("ray://"):
+        raise ConfigError(
+            f"the Ray engine cannot run through Ray Client ({address}): Ray Data does not work "
+            "over it. Run the ingest on a machine of the cluster with address 'auto' (or the "
+            "head's HOST:6379), e.g. as a Ray Job: ray job submit --address http://HEAD:8265 "
+            "--working-dir . -- parallelrag ingest DOCS --engine ray --ray-address auto"
+        )
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return  # "auto", "local" and the like: Ray resolves them
+    import socket
+
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"nothing answers at {address} ({reason}): check the Ray cluster address "
+            "(--ray-address / RAY_ADDRESS: the head's HOST:PORT, 6379 unless changed) and that "
+            "the head is running (ray start --head)"
+        ) from None
+
+
 def _ensure_ray(opts: RayOptions) -> ModuleType:
     ray = require_ray()
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address and address.lower().startswith("ray://"):
+        _check_address(address)  # whether or not this process has started Ray already
     if not ray.is_initialized():
         kw: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
             "ignore_reinit_error": True,
         }
-        address = opts.address or os.environ.get("RAY_ADDRESS")
         if address:
+            _check_address(address)
             kw["address"] = address
         kw.update(opts.init_kwargs)
         ray.init(**kw)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_helpers import build_model
 from parallelrag import EmbeddingClient, Index
 from parallelrag.cache import EmbeddingCache
 from parallelrag.documents import Document
@@ -28,37 +29,6 @@ from parallelrag.errors import BadRequestError, BatchError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
-
-VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog", "sat", "mat", "."]
-         + list("abcdefghijklmnopqrstuvwxyz:") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"])
-
-
-def build_model(folder: Path, *, dim: int = 32, pooling: str = "mean", max_len: int = 32,
-                seed: int = 0, prompts: dict[str, str] | None = None,
-                default_prompt: str | None = None) -> Path:
-    """A tiny random BERT saved as a sentence-transformers folder without a Normalize module;
-    returns the plain transformers folder (config + weights + tokenizer) it was made from."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    plain = folder.parent / f"{folder.name}-plain"
-    plain.mkdir(parents=True)
-    # transformers 5 takes the word pieces as ``vocab`` (it ignores a ``vocab_file``)
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, model_max_length=max_len)
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=dim, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=2 * dim,
-                     max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(plain)
-    tok.save_pretrained(plain)
-    st = SentenceTransformer(
-        modules=[Transformer(str(plain), max_seq_length=max_len), Pooling(dim, pooling_mode=pooling)],
-        device="cpu", prompts=prompts, default_prompt_name=default_prompt,
-    )
-    st.save(str(folder))
-    return plain
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:

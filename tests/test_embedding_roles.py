@@ -8,7 +8,6 @@ text it received."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import model_helpers
 from parallelrag import EmbeddingClient, Index, LlmClient
 from parallelrag.cache import EmbeddingCache
 from parallelrag.documents import Document
@@ -32,38 +32,14 @@ DIM = 16
 E5_QUERY, E5_PASSAGE = "query: ", "passage: "
 BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
-VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog", "sat", "mat", "."]
-         + list("abcdefghijklmnopqrstuvwxyz:") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"])
-
-
-def build_model(folder: Path, *, dim: int = 32, max_len: int = 64, seed: int = 0,
+def build_model(folder: Path, *, max_len: int = 64, seed: int = 0,
                 prompts: dict[str, str] | None = None,
                 default_prompt: str | None = None) -> Path:
-    """A tiny random BERT saved as a sentence-transformers folder (as in
-    tests/test_defects_models.py). ``prompts`` are written to its configuration exactly as
-    given (a hub e5 model's file has only ``query`` and ``passage``), not with the empty
-    ``query``/``document`` entries sentence-transformers adds when it saves."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    plain = folder.parent / f"{folder.name}-plain"
-    plain.mkdir(parents=True)
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, model_max_length=max_len)
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=dim, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=2 * dim,
-                     max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(plain)
-    tok.save_pretrained(plain)
-    st = SentenceTransformer(
-        modules=[Transformer(str(plain), max_seq_length=max_len), Pooling(dim)], device="cpu")
-    st.save(str(folder))
-    conf_file = folder / "config_sentence_transformers.json"
-    conf = json.loads(conf_file.read_text())
-    conf["prompts"] = dict(prompts or {})
-    conf["default_prompt_name"] = default_prompt
-    conf_file.write_text(json.dumps(conf))
+    """A tiny random model folder (tests/model_helpers.py) whose ``prompts`` are written to its
+    configuration exactly as given (a hub e5 model's file has only ``query`` and ``passage``),
+    not with the empty ``query``/``document`` entries sentence-transformers adds when it saves."""
+    model_helpers.build_model(folder, max_len=max_len, seed=seed, prompts=prompts,
+                              default_prompt=default_prompt, raw_prompts=True)
     return folder
 
 

@@ -45,6 +45,19 @@ def _admin(server: str, *stmts: str, db: str = "postgres") -> list[tuple[object,
         return rows
 
 
+def _terminate_waiting(pg_server: str, where: str) -> None:
+    """Wait (up to 10 s) until exactly one backend of ``pg_stat_activity`` matches ``where``,
+    then terminate it."""
+    found: list[tuple[object, ...]] = []
+    for _ in range(200):
+        found = _admin(pg_server, f"SELECT pid FROM pg_stat_activity WHERE {where}")
+        if found:
+            break
+        time.sleep(0.05)
+    assert len(found) == 1, found
+    _admin(pg_server, f"SELECT pg_terminate_backend({found[0][0]})")
+
+
 def _as(server: str, role: str, name: str, db: str = "postgres") -> str:
     return f"postgresql://{role}@/{db}?host={_host(server)}&index={name}"
 
@@ -238,15 +251,8 @@ def test_backend_killed_mid_write_leaves_no_half_document(pg_server: str) -> Non
 
             t = threading.Thread(target=write)
             t.start()
-            waiting: list[tuple[object, ...]] = []
-            for _ in range(200):  # the writer waits for the row lock held here
-                waiting = _admin(pg_server, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = "
-                                 "'Lock' AND backend_type = 'client backend'")
-                if waiting:
-                    break
-                time.sleep(0.05)
-            assert len(waiting) == 1
-            _admin(pg_server, f"SELECT pg_terminate_backend({waiting[0][0]})")
+            # the writer waits for the row lock held here
+            _terminate_waiting(pg_server, "wait_event_type = 'Lock' AND backend_type = 'client backend'")
             time.sleep(0.3)
             c.rollback()
             t.join(30)
@@ -272,15 +278,8 @@ def test_a_background_build_killed_midway_is_started_again_by_later_writes(pg_se
             c.execute(f"LOCK TABLE {name}.chunks IN SHARE UPDATE EXCLUSIVE MODE")
             s.replace_documents([(f"d{i}", "h", make_chunks([f"t{i}"]), unit(rng, 1, DIM), None)
                                  for i in range(20)])
-            builder: list[tuple[object, ...]] = []
-            for _ in range(200):
-                builder = _admin(pg_server, "SELECT pid FROM pg_stat_activity WHERE query LIKE "
-                                 "'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'")
-                if builder:
-                    break
-                time.sleep(0.05)
-            assert len(builder) == 1
-            _admin(pg_server, f"SELECT pg_terminate_backend({builder[0][0]})")
+            _terminate_waiting(pg_server, "query LIKE 'CREATE INDEX CONCURRENTLY%' AND "
+                               "wait_event_type = 'Lock'")
             time.sleep(0.3)
             c.rollback()
         s.replace_documents([(f"e{i}", "h", make_chunks([f"u{i}"]), unit(rng, 1, DIM), None)

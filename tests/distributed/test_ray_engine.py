@@ -227,3 +227,31 @@ def test_a_cluster_address_that_cannot_work_is_a_one_line_error(tmp_path: Path) 
         assert proc.returncode == 0, (address, proc.stdout[-2000:], proc.stderr[-2000:])
         assert expect in proc.stdout, (address, proc.stdout)
         assert took < 60, (address, took)
+
+
+def test_ray_data_settings_of_the_process_are_left_as_they_were(tmp_path: Path) -> None:
+    """The engine turns Ray Data's progress output off while it runs (library code does not
+    print); it set that on the process's DataContext for good, so the user's own Ray Data work
+    in the same driver lost its progress bars. Fresh interpreter: the user's settings first."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("some text to index")
+    code = (
+        "import json, ray, ray.data\n"
+        "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)\n"
+        "ctx = ray.data.DataContext.get_current()\n"
+        "ctx.enable_progress_bars = True\n"
+        "ctx.print_on_execution_start = True\n"
+        "from parallelrag import EmbeddingClient, Index\n"
+        f"index = Index.open({str(tmp_path / 'idx')!r}, embedder=EmbeddingClient.local('wordllama'))\n"
+        f"r = index.ingest([{str(tmp_path / 'a.txt')!r}], engine='ray')\n"
+        "a = index.answer_many(['what text?'], engine='ray')\n"
+        "ctx = ray.data.DataContext.get_current()\n"
+        "print(json.dumps([r.added, len(a), ctx.enable_progress_bars,"
+        " ctx.print_on_execution_start]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [1, 1, True, True]

@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -139,14 +140,27 @@ def _ensure_ray(opts: RayOptions) -> ModuleType:
             kw["address"] = address
         kw.update(opts.init_kwargs)
         ray.init(**kw)
-    ctx = ray.data.DataContext.get_current()
-    # library code does not print: no Ray Data progress bars on the user's terminal
-    for attr in ("enable_progress_bars", "enable_operator_progress_bars"):
-        if hasattr(ctx, attr):
-            setattr(ctx, attr, False)
-    if hasattr(ctx, "print_on_execution_start"):
-        ctx.print_on_execution_start = False
     return ray
+
+
+#: Ray Data's settings that make it print (progress bars, a line when a dataset starts)
+_QUIET = ("enable_progress_bars", "enable_operator_progress_bars", "print_on_execution_start")
+
+
+@contextmanager
+def _quiet_data(ray: ModuleType) -> Iterator[None]:
+    """Ray Data prints nothing while the engine's datasets run (library code does not print);
+    the process's DataContext is as the user had it afterwards (their own datasets keep their
+    progress bars)."""
+    ctx = ray.data.DataContext.get_current()
+    saved = {a: getattr(ctx, a) for a in _QUIET if hasattr(ctx, a)}
+    for a in saved:
+        setattr(ctx, a, False)
+    try:
+        yield
+    finally:
+        for a, v in saved.items():
+            setattr(ctx, a, v)
 
 
 def _num_actors(ray: ModuleType, opts: RayOptions) -> int:
@@ -469,38 +483,39 @@ def ray_ingest(
             pass
 
     emit()
-    if files:
-        ds = ray.data.from_items([{"path": f} for f in files],
-                                 override_num_blocks=max(1, min(len(files), 4 * n_actors)))
-        ds = ds.map_batches(
-            _load_split_batch, fn_kwargs={"index_state": state},
-            batch_size=opts.files_per_task, batch_format="numpy", num_cpus=1,
-        )
-        ds = ds.map_batches(
-            _EmbedActor,
-            fn_constructor_kwargs={
-                "spec": embedder.spec, "client_kw": embedder.remote_kwargs(),
-                "coordinator": coordinator, "store_location": store_location,
-                "store_args": store_args, "fail_once": opts.fail_once,
-            },
-            batch_size=opts.files_per_batch, batch_format="numpy",
-            concurrency=n_actors, num_cpus=opts.num_cpus, num_gpus=opts.num_gpus or None,
-        )
-        lock = threading.Lock()
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            items: list[_Prepared] = [pickle.loads(p) for p in batch["payload"]]
-            if store_location is None:
-                with lock:
-                    _write_items(index.store, [it for it in items if not it.written])
-            for it in items:
-                _account(report, it, existing)
-                if it.skip == "empty" and it.owner in by_owner:
-                    emptied.append(it.owner)  # readable, no text now: its old text must go
-                for _, chunks, _ in it.docs:
-                    counters["chunks"] += len(chunks)
-                counters["embedded"] += it.fresh
-                counters["done"] += len(it.docs) + it.unchanged
-            emit()
+    with _quiet_data(ray):
+        if files:
+            ds = ray.data.from_items([{"path": f} for f in files],
+                                     override_num_blocks=max(1, min(len(files), 4 * n_actors)))
+            ds = ds.map_batches(
+                _load_split_batch, fn_kwargs={"index_state": state},
+                batch_size=opts.files_per_task, batch_format="numpy", num_cpus=1,
+            )
+            ds = ds.map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={
+                    "spec": embedder.spec, "client_kw": embedder.remote_kwargs(),
+                    "coordinator": coordinator, "store_location": store_location,
+                    "store_args": store_args, "fail_once": opts.fail_once,
+                },
+                batch_size=opts.files_per_batch, batch_format="numpy",
+                concurrency=n_actors, num_cpus=opts.num_cpus, num_gpus=opts.num_gpus or None,
+            )
+            lock = threading.Lock()
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                items: list[_Prepared] = [pickle.loads(p) for p in batch["payload"]]
+                if store_location is None:
+                    with lock:
+                        _write_items(index.store, [it for it in items if not it.written])
+                for it in items:
+                    _account(report, it, existing)
+                    if it.skip == "empty" and it.owner in by_owner:
+                        emptied.append(it.owner)  # readable, no text now: its old text must go
+                    for _, chunks, _ in it.docs:
+                        counters["chunks"] += len(chunks)
+                    counters["embedded"] += it.fresh
+                    counters["done"] += len(it.docs) + it.unchanged
+                emit()
     for s in [s for owner in emptied for s in by_owner.get(owner, [])]:
         if index.store.remove_document(s):
             report.removed += 1
@@ -595,21 +610,22 @@ def ray_answer_many(
     llm_spec = getattr(llm, "spec", None) if llm is not None else None
     if llm is not None and llm_spec is None:
         raise ConfigError("engine='ray' needs an LlmClient (with a .spec) as llm=")
-    ds = ray.data.from_items([{"i": i, "question": q} for i, q in enumerate(questions)])
-    ds = ds.map_batches(
-        _AnswerActor,
-        fn_constructor_kwargs={
-            "location": location, "embedder_spec": index.embedder.spec,
-            "embedder_kw": index.embedder.remote_kwargs(),
-            "llm_spec": llm_spec, "llm_kw": llm.remote_kwargs() if llm is not None else {},
-            "answer_kw": answer_kw,
-        },
-        batch_size=questions_per_batch, batch_format="numpy",
-        concurrency=_num_actors(ray, opts), num_cpus=opts.num_cpus,
-        num_gpus=opts.num_gpus or None,
-    )
-    out: list[Any] = [None] * len(questions)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for i, a in zip(batch["i"], batch["answer"], strict=True):
-            out[int(i)] = pickle.loads(a)
+    with _quiet_data(ray):
+        ds = ray.data.from_items([{"i": i, "question": q} for i, q in enumerate(questions)])
+        ds = ds.map_batches(
+            _AnswerActor,
+            fn_constructor_kwargs={
+                "location": location, "embedder_spec": index.embedder.spec,
+                "embedder_kw": index.embedder.remote_kwargs(),
+                "llm_spec": llm_spec, "llm_kw": llm.remote_kwargs() if llm is not None else {},
+                "answer_kw": answer_kw,
+            },
+            batch_size=questions_per_batch, batch_format="numpy",
+            concurrency=_num_actors(ray, opts), num_cpus=opts.num_cpus,
+            num_gpus=opts.num_gpus or None,
+        )
+        out: list[Any] = [None] * len(questions)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for i, a in zip(batch["i"], batch["answer"], strict=True):
+                out[int(i)] = pickle.loads(a)
     return out

@@ -64,12 +64,12 @@ class CliError(Exception):
 
 
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_URL_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&\s]+")
+_URL_PASSWORD_PARAM = re.compile(r"(?i)([?&](?:ssl)?password=)[^&\s]+")
 
 
 def hide_credentials(text: str) -> str:
     """``scheme://user:password@host`` → ``scheme://***@host`` and ``?password=...`` →
-    ``?password=***`` anywhere in ``text``."""
+    ``?password=***`` (``sslpassword=`` too) anywhere in ``text``."""
     return _URL_PASSWORD_PARAM.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 

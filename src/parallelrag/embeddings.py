@@ -176,6 +176,17 @@ _REMOTE_DEFAULTS: dict[str, Any] = {
 Role = Literal["document", "query"]
 
 
+def _from_torch(value: Any) -> Any:
+    """A torch tensor (torch not imported here) out of autograd, on the CPU, and from
+    half/bfloat16 (which numpy cannot take) to float32; anything else as it is."""
+    detach = getattr(value, "detach", None)
+    if callable(detach) and hasattr(value, "is_complex"):
+        value = detach().cpu()
+        if not value.is_complex():
+            value = value.float()
+    return value
+
+
 def _check_prompt(name: str, value: Any) -> str | None:
     """A ``query_prompt``/``document_prompt``: None or a str ("" is None: no prompt)."""
     if value is None:
@@ -577,13 +588,9 @@ class _FunctionBackend(_Backend):
         )
 
     def _check(self, result: Any, n: int) -> np.ndarray:
-        detach = getattr(result, "detach", None)
-        if callable(detach) and hasattr(result, "is_complex"):
-            # a torch tensor (torch not imported here): out of autograd, to the CPU, and from
-            # half/bfloat16 (which numpy cannot take) to float32
-            result = detach().cpu()
-            if not result.is_complex():
-                result = result.float()
+        result = _from_torch(result)
+        if isinstance(result, list | tuple):  # one tensor per text
+            result = [_from_torch(r) for r in result]
         try:
             raw = np.asarray(result)
             arr = raw.astype(np.float32, copy=False) if not np.iscomplexobj(raw) else raw

@@ -395,10 +395,11 @@ def unit_rows(vecs: np.ndarray) -> np.ndarray:
     """``vecs`` (one vector or rows) scaled to length 1, zero ones left zero: the stores rank by
     inner product, which is the cosine only for unit vectors, and an embedding function or an
     OpenAI-compatible server may return vectors of any length."""
-    norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
-    out = np.zeros(vecs.shape, dtype=np.float32)
-    np.divide(vecs, norms, out=out, where=norms > 0)
-    return out
+    wide = np.asarray(vecs, dtype=np.float64)  # no float32 underflow or overflow in the norm
+    norms = np.linalg.norm(wide, axis=-1, keepdims=True)
+    out = np.zeros(wide.shape, dtype=np.float64)
+    np.divide(wide, norms, out=out, where=norms > 0)
+    return out.astype(np.float32)
 
 
 async def embed_texts(
@@ -1309,12 +1310,17 @@ class Index:
 
     # ------------------------------------------------------------------ search
     async def _embed_query(self, query: str) -> np.ndarray:
-        try:
-            return unit_rows(await self.embedder.aembed_query(query))
-        except BadRequestError as exc:
-            if "over the model's limit" not in str(exc):
-                raise
-            return unit_rows(await self.embedder.aembed_query(query[:600]))
+        # a query over the model's limit is cut until it fits: its first 600 characters, then
+        # halves of them (600 characters of a dense script are ~600 word pieces); the limit
+        # is checked on the local token count, before any request
+        cut = query
+        while True:
+            try:
+                return unit_rows(await self.embedder.aembed_query(cut))
+            except BadRequestError as exc:
+                if "over the model's limit" not in str(exc) or len(cut) <= 1:
+                    raise
+                cut = cut[:600] if len(cut) > 600 else cut[:len(cut) // 2]
 
     async def _search(self, query: str, k: int, mode: str,
                       where: dict[str, Any] | None, reranker: Any = None,

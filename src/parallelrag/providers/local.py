@@ -277,8 +277,10 @@ def _fast_tokenizer(model: Any, source: str) -> Any:
     return tok
 
 
-#: Files that do not decide a model's vectors: documentation, and other runtimes' exports.
-_NOT_MODEL_FILES = re.compile(r"(?i)^(readme.*|.*\.md|license.*|\.gitattributes)$")
+#: Files that do not decide a model's vectors: documentation, and other runtimes' weights and
+#: exports (a hub repo ships TensorFlow, Flax, Rust and ONNX copies beside the torch weights)
+_NOT_MODEL_FILES = re.compile(r"(?i)^(readme.*|.*\.md|license.*|\.gitattributes|tf_model\.h5|"
+                              r"flax_model\.msgpack|rust_model\.ot|.*\.onnx(_data)?)$")
 _NOT_MODEL_DIRS = frozenset({"onnx", "openvino"})
 
 
@@ -288,7 +290,8 @@ def _model_fingerprint(source: str) -> str:
     A hub id: the commit of the cached snapshot (``rev-<sha>``). A folder: ``sha256-`` and 16
     hex digits of a sha256 over the relative name, size and content of every file in it (its
     weights, tokenizer and module configuration) except documentation (README, ``*.md``,
-    licence), hidden entries and ONNX/OpenVINO exports, which the torch model does not read.
+    licence), hidden entries and other runtimes' weights and exports (TensorFlow, Flax, Rust,
+    ONNX, OpenVINO), which the torch model does not read.
     Files, not the loaded objects, are hashed: the same folder keeps its fingerprint across
     library upgrades. Hashing reads the files once more, from the page cache after the load
     (about a second per GB of weights)."""

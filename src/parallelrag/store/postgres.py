@@ -205,7 +205,10 @@ def _lost(e: BaseException) -> bool:
     """Whether ``e`` says the connection is gone (server restarted, backend terminated, no
     connection to be had) rather than that the statement failed."""
     import psycopg
+    from psycopg_pool import PoolTimeout
 
+    if isinstance(e, PoolTimeout):  # every pooled connection busy: none of them is dead
+        return False
     state = getattr(e, "sqlstate", None)
     if state in _LOST_STATES:  # the server ended the session (not always an OperationalError)
         return True
@@ -315,9 +318,32 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+_USER_PART = re.compile(r"[^@/]*@")
+#: libpq parameters that hold a secret: the role's password, the client key's passphrase
+_SECRET_PARAMS = ("password", "sslpassword")
+
+
+def _user_part_with_qmark(url: str) -> int:
+    """Where ``user:password@`` ends in ``url`` when it holds a ``?`` (0 otherwise). libpq reads
+    the user part up to the first ``@`` before any ``/``, so ``postgresql://u:pa?ss@host/db``
+    logs in with the password ``pa?ss``: that ``?`` does not start the query string."""
+    head = url.find("://")
+    m = _USER_PART.match(url, head + 3) if head >= 0 else None
+    return m.end() if m and "?" in m.group() else 0
+
+
 def _safe_url(url: str) -> str:
     """``url`` without its password (for reprs and error messages): the one in the user part
-    and a ``password=`` query parameter are both masked; the rest is kept as written."""
+    and a ``password=`` (or ``sslpassword=``) query parameter are masked; the rest is kept as
+    written."""
+    end = _user_part_with_qmark(url)
+    if end:
+        start = url.index("://") + 3
+        user = url[start:end - 1]
+        head = f"{url[:start]}{user.split(':', 1)[0]}:***@" if ":" in user else url[:end]
+        # the rest (host, database, query string) masked alike; scrubbed of what a reading
+        # of the first "?" as the query's start would take for a password parameter too
+        return _scrub(head + _safe_url(url[end:]), _passwords(url))
     base, sep, query = url.partition("?")
     scheme, colons, rest = base.partition("://")
     netloc, slash, path = rest.partition("/")
@@ -327,7 +353,7 @@ def _safe_url(url: str) -> str:
     pieces = []
     for piece in query.split("&") if sep else []:
         key, _, value = piece.partition("=")
-        pieces.append(f"{key}=***" if unquote(key) == "password" and value else piece)
+        pieces.append(f"{key}=***" if unquote(key) in _SECRET_PARAMS and value else piece)
     return f"{scheme}{colons}{netloc}{slash}{path}" + (sep + "&".join(pieces) if sep else "")
 
 
@@ -341,9 +367,17 @@ def _passwords(url: str) -> list[str]:
     user = base.partition("://")[2].partition("/")[0].rpartition("@")[0]
     if ":" in user:
         found.append(user.split(":", 1)[1])
-    for piece in query.split("&") if sep else []:
+    pieces = query.split("&") if sep else []
+    end = _user_part_with_qmark(url)
+    if end:  # the password as libpq reads it, and the query string after it
+        user = url[url.index("://") + 3:end - 1]
+        if ":" in user:
+            found.append(user.split(":", 1)[1])
+        _, sep, query = url[end:].partition("?")
+        pieces += query.split("&") if sep else []
+    for piece in pieces:
         key, _, value = piece.partition("=")
-        if unquote(key) == "password":
+        if unquote(key) in _SECRET_PARAMS:
             found.append(value)
     out: list[str] = []
     for raw in found:
@@ -370,7 +404,9 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     """(libpq URL without our options, our options). The libpq part is kept exactly as written:
     decoding and re-encoding it would turn ``%20`` into ``+``, which libpq reads as a plus sign
     (``options=-c%20search_path%3Dx``), and would drop the empty host of ``postgresql:///db``."""
-    base, sep, query = url.partition("?")
+    end = _user_part_with_qmark(url)  # a "?" in the password does not start the query
+    base, sep, query = url[end:].partition("?")
+    base = url[:end] + base
     ours: dict[str, str] = {}
     rest: list[str] = []
     for piece in query.split("&") if sep else []:

@@ -18,6 +18,7 @@ from parallelrag import EmbeddingClient, Index, LlmClient
 from parallelrag.distributed import RayOptions
 from parallelrag.sim import SimServer
 from parallelrag.store.transfer import _export
+from proc_helpers import run_script
 
 
 def make_corpus(root: Path, n: int = 24) -> Path:
@@ -201,8 +202,6 @@ def test_a_cluster_address_that_cannot_work_is_a_one_line_error(tmp_path: Path) 
     up front with what to do instead. A cluster address where nothing listens (a typo, a
     stopped head) made ray.init retry for minutes, printing Ray's connection warnings; it is
     refused after one short connection attempt. Each in a fresh interpreter: Ray not started."""
-    import subprocess
-    import sys
     import time
 
     (tmp_path / "a.txt").write_text("some text to index")
@@ -221,11 +220,10 @@ def test_a_cluster_address_that_cannot_work_is_a_one_line_error(tmp_path: Path) 
             "sys.exit(3)\n"
         )
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120)
+        ran = run_script(code, timeout=120)
         took = time.monotonic() - t0
-        assert proc.returncode == 0, (address, proc.stdout[-2000:], proc.stderr[-2000:])
-        assert expect in proc.stdout, (address, proc.stdout)
+        assert ran.rc == 0, (address, ran.out[-2000:], ran.err[-2000:])
+        assert expect in ran.out, (address, ran.out)
         assert took < 60, (address, took)
 
 
@@ -233,9 +231,6 @@ def test_ray_data_settings_of_the_process_are_left_as_they_were(tmp_path: Path) 
     """The engine turns Ray Data's progress output off while it runs (library code does not
     print); it set that on the process's DataContext for good, so the user's own Ray Data work
     in the same driver lost its progress bars. Fresh interpreter: the user's settings first."""
-    import subprocess
-    import sys
-
     (tmp_path / "a.txt").write_text("some text to index")
     code = (
         "import json, ray, ray.data\n"
@@ -251,7 +246,6 @@ def test_ray_data_settings_of_the_process_are_left_as_they_were(tmp_path: Path) 
         "print(json.dumps([r.added, len(a), ctx.enable_progress_bars,"
         " ctx.print_on_execution_start]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [1, 1, True, True]
+    ran = run_script(code, timeout=300)
+    assert ran.rc == 0, ran.err[-3000:]
+    assert json.loads(ran.out.strip().splitlines()[-1]) == [1, 1, True, True]

@@ -55,10 +55,7 @@ def test_password_with_a_question_mark_as_libpq_reads_it_never_shows(pg_server: 
         c.execute("CREATE EXTENSION IF NOT EXISTS vector")
         c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{pw}'")
         c.execute(f"GRANT CREATE ON DATABASE postgres TO {role}")
-        hba = host / "pg_hba.conf"
-        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
-        c.execute("SELECT pg_reload_conf()")
-    time.sleep(0.2)
+    pg_helpers.require_password(pg_server, role)
     url = f"postgresql://{role}:{pw}@/postgres?host={host}&index=qm{next(_n)}"
     assert pw not in safe_url(url) and "Se?" not in safe_url(url)
     with PostgresStore.open(url, dimension=4, model_id="m") as s:  # logged in: libpq read pw
@@ -96,7 +93,15 @@ def test_a_busy_pool_is_not_reported_as_a_lost_connection(pg_server: str) -> Non
             admin.execute(f'LOCK TABLE "{name}".chunks IN ACCESS EXCLUSIVE MODE')
             blocked = threading.Thread(target=lambda: store.search_keyword("alpha", k=1))
             blocked.start()  # holds the pool's only connection, waiting for the lock
-            time.sleep(0.5)
+            for _ in range(400):  # until its statement waits for the lock (not a fixed sleep)
+                row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                    "wait_event_type = 'Lock' AND backend_type = "
+                                    "'client backend'").fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the search never waited for the lock")
             with pytest.raises(StoreError) as e:
                 store.remove_document("a")
             admin.rollback()

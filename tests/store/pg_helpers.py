@@ -73,3 +73,26 @@ def pg_url(pg_server: str) -> str:
 def data_dir_of(url: str) -> Path:
     """The socket directory (= data directory) a pgserver URL points at."""
     return Path(url.split("host=", 1)[1].split("&", 1)[0])
+
+
+def require_password(url: str, role: str) -> None:
+    """Make ``role`` log in with its password over the server's socket (scram-sha-256 in
+    pg_hba.conf, which trusts local users otherwise), and wait until the reloaded rules are in
+    force: ``pg_reload_conf()`` only signals the server, and a test that logged in before the
+    reload took effect would prove nothing about the password."""
+    import time
+
+    import psycopg
+
+    path = data_dir_of(url)
+    hba = path / "pg_hba.conf"
+    hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(f"postgresql://postgres@/postgres?host={path}", autocommit=True) as c:
+        c.execute("SELECT pg_reload_conf()")
+    for _ in range(200):
+        try:  # a login without the password fails once the new rule is in force
+            psycopg.connect(f"postgresql://{role}@/postgres?host={path}").close()
+        except psycopg.OperationalError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pg_hba.conf's rule for {role} never took effect")

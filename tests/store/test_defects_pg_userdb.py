@@ -15,7 +15,7 @@ import numpy as np
 import pg_helpers
 import psycopg
 import pytest
-from pg_helpers import data_dir_of, index_url
+from pg_helpers import data_dir_of, index_url, require_password
 from store_helpers import make_chunks, unit
 
 from parallelrag.errors import ConfigError, StoreError
@@ -192,10 +192,15 @@ def _terminate_all(server: str) -> int:
                       "backend_type = 'client backend' AND pid <> pg_backend_pid()"))
 
 
-def _fill_pool(s: PostgresStore) -> None:
-    """Several pooled connections (parallel searches), so that more than one is stale later."""
-    q = np.ones(DIM, np.float32) / np.sqrt(DIM)
-    threads = [threading.Thread(target=s.search_vector, args=(q,)) for _ in range(6)]
+def _fill_pool(s: PostgresStore, n: int = 4) -> None:
+    """``n`` pooled connections, so that more than one is stale later: ``n`` calls through the
+    store's own pool path that overlap for sure (each holds its connection for 0.3 s; parallel
+    searches alone may each finish before the next starts and leave one connection)."""
+    from parallelrag.runtime import run_sync
+
+    threads = [threading.Thread(target=run_sync, args=(
+        s._run("filling the pool", lambda conn: conn.execute("SELECT pg_sleep(0.3)")),))
+        for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -344,10 +349,8 @@ def test_passwords_with_odd_characters_work_and_never_show(pg_server: str) -> No
     path = data_dir_of(pg_server)
     role, pw = _unique("pw_"), "p@ss:/%#w?&="
     _admin(pg_server, "CREATE EXTENSION IF NOT EXISTS vector", f"CREATE ROLE {role} LOGIN PASSWORD '{pw}'")
-    hba = path / "pg_hba.conf"
-    hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
-    _admin(pg_server, "SELECT pg_reload_conf()", f"GRANT CREATE ON DATABASE postgres TO {role}")
-    time.sleep(0.2)
+    _admin(pg_server, f"GRANT CREATE ON DATABASE postgres TO {role}")
+    require_password(pg_server, role)
     base = f"postgresql://{role}:{quote(pw, safe='')}@/postgres?host={path}&index={_unique('p_')}"
     with PostgresStore.open(base, dimension=DIM, model_id="m") as s:
         assert pw not in repr(s) and quote(pw, safe="") not in repr(s)
